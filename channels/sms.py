@@ -1,0 +1,76 @@
+"""SMS through Twilio (messages.create_async).
+
+One message per delivery; its StatusCallback URL carries the delivery id,
+signed by the engine, so a receipt settles the delivery even if the SID was
+never stored. Nobody de-duplicates an SMS, so a send whose outcome is unknown
+(a timeout after the request went out) is UNCERTAIN, never blindly re-sent.
+The rendered segment count goes into `Rendered.content_type`, where the API
+and the logs show what a message costs.
+"""
+from __future__ import annotations
+
+import logging
+
+from warnd.config import SmsConfig, TwilioConfig
+from warnd.domain.sms_segments import segment_info
+from warnd.render import render as render_template
+from warnd.render import warning_context
+
+from .base import Message, Outcome, Rendered, SendResult
+from .twilio_common import CallbackUrl, TwilioApi, classify, sender
+
+log = logging.getLogger("warnd_channels.sms")
+TEMPLATES = {"warning": "text", "door_ask": "door_ask", "door_to_door": "door_to_door"}
+
+
+class SmsChannel:
+    name = "sms"
+    dedupes = False  # a second SMS is a real duplicate
+
+    def __init__(self, twilio: TwilioConfig, sms: SmsConfig, callback_url: CallbackUrl) -> None:
+        self.twilio = twilio
+        self.config = sms
+        self.callback_url = callback_url
+        self.api = TwilioApi(twilio)
+        self._sender = sender(twilio)  # fails at build time when neither is configured
+
+    def render(self, message: Message) -> Rendered:
+        language = message.recipient.language
+        context = warning_context(message.alert, message.level, language)
+        context.update(signature=self.config.signature, must_confirm=message.must_confirm,
+                       short_code=message.short_code, link=message.link)
+        text = render_template("sms", TEMPLATES.get(message.purpose, "text"), language, context)
+        info = segment_info(text)
+        log.debug("sms rendered", extra={"delivery": message.delivery_id, "segments": info.segments,
+                                         "encoding": info.encoding, "chars": info.chars})
+        return Rendered(text.encode("utf-8"),
+                        f"text/plain; charset=utf-8; segments={info.segments}; encoding={info.encoding}",
+                        text)
+
+    async def send(self, message: Message, rendered: Rendered) -> SendResult:
+        """messages.create once; never raises (cancellation still propagates)."""
+        if message.recipient.public and message.alert.status.is_drill:  # defence in depth
+            return SendResult(Outcome.FAILED, "drill.public",
+                              detail="Exercise/Test warnings never reach public outlets")
+        status_callback = self.callback_url("sms-status", message.delivery_id)
+        result = await self.api.create(
+            lambda client: client.messages.create_async(
+                to=message.recipient.address, body=rendered.text, status_callback=status_callback,
+                **self._sender),
+            self.config.timeout_seconds)
+        log.log(logging.DEBUG if result.outcome is Outcome.SENT else logging.INFO, "sms send",
+                extra={"delivery": message.delivery_id, "outcome": result.outcome.value, "code": result.code,
+                       "sid": result.provider_ref, "segments": segments_of(rendered)})
+        return result
+
+    async def close(self) -> None:
+        await self.api.close()
+
+
+def segments_of(rendered: Rendered) -> int | None:
+    """The segment count render() put into the content type."""
+    for part in rendered.content_type.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == "segments" and value.isdigit():
+            return int(value)
+    return None

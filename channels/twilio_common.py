@@ -1,0 +1,343 @@
+"""Everything Twilio that the SMS and voice channels and the HTTP layer share.
+
+The engine never imports the SDK: the HTTP layer calls the pure helpers here
+(`verify_request`, `message_receipt`, `call_receipt`, `twiml_*`), the channels
+call `TwilioApi.create` and `classify`.
+
+SDK traps handled here: the SDK applies no timeout of its own (every call is
+wrapped in `asyncio.wait_for`); its retries could repeat a POST and duplicate
+an SMS or a call (none are configured: `max_retries` stays None); its aiohttp
+session has no connection limit (ours has); region and edge, also read from
+the TWILIO_REGION / TWILIO_EDGE environment, rewrite the host (cleared); and a
+`TwilioRestException` does not carry the response headers, so Retry-After is
+caught on its way through the HTTP client.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.request_validator import RequestValidator
+from twilio.rest import Client
+from twilio.twiml.messaging_response import MessagingResponse
+from twilio.twiml.voice_response import VoiceResponse
+
+from warnd.config import TwilioConfig
+
+from .base import Outcome, SendResult
+from .webhook import MAX_RETRY_AFTER, parse_retry_after
+
+CallbackUrl = Callable[[str, int], str]  # (kind, delivery id) → absolute signed URL
+DETAIL_CHARS = 256
+
+# The SDK logs every request and response at INFO (numbers and headers): quiet by default.
+SDK_LOG = logging.getLogger("warnd_channels.twilio.sdk")
+SDK_LOG.setLevel(logging.WARNING)
+
+# --- failure classes: Twilio error code → meaning ------------------------------------
+
+AUTH_CODE = 20003
+RATE_CODE = 20429
+PERMANENT_CODES = {  # the number can't be reached this way: fail at once, escalation takes over
+    21211: "invalid 'To' phone number",
+    21217: "phone number does not appear to be valid",
+    21408: "permission to send to this region is not enabled",
+    21610: "recipient unsubscribed (replied STOP)",
+    21612: "cannot route to this number",
+    21614: "'To' is not a mobile number",
+    13223: "invalid phone number format",
+    13224: "invalid phone number",
+}
+RETRY_STATUSES = frozenset({408, 425, 429})
+
+
+def classify(status: int | None, code: int | None, exc: BaseException | None,
+             headers: Mapping[str, str], *, now: datetime | None = None) -> SendResult:
+    """What one create call's HTTP status, Twilio error code or exception means.
+
+    A Twilio exception may be passed as `exc`: its status and code are used.
+    `now` only matters for a Retry-After given as an HTTP-date.
+    """
+    detail = ""
+    if isinstance(exc, (TwilioRestException, TwilioServiceException)):
+        status = exc.status if status is None else status
+        code = exc.code if code is None else code
+        detail = _exception_text(exc)
+        exc = None
+    if code is not None and code < 10000:  # the SDK puts the HTTP status here when the body had no code
+        code = None
+    if exc is not None:
+        return _classify_exception(exc)
+    if status is None and code is None:
+        return SendResult(Outcome.RETRY, "error", detail="neither a status nor an exception")
+    stable = f"twilio.{code}" if code is not None else f"http.{status}"
+    label = " ".join(p for p in (f"HTTP {status}" if status else "", f"code {code}" if code else "") if p)
+    detail = f"{label}: {detail}" if detail else label
+    if code == RATE_CODE or status in RETRY_STATUSES or (status is not None and 500 <= status < 600):
+        return SendResult(Outcome.RETRY, stable, retry_after=parse_retry_after(headers, now),
+                          detail=_cut(detail))
+    if code == AUTH_CODE or (status == 401 and code is None):
+        return SendResult(Outcome.FAILED, f"twilio.{AUTH_CODE}",
+                          detail=_cut(f"Twilio rejected the credentials, operator action needed "
+                                      f"(check twilio.account_sid / auth_token); {detail}"))
+    if code in PERMANENT_CODES:
+        return SendResult(Outcome.FAILED, stable, detail=_cut(f"{PERMANENT_CODES[code]}; {detail}"))
+    if status is not None and 200 <= status < 300:
+        return SendResult(Outcome.SENT, stable)
+    if status is not None and 300 <= status < 400:
+        return SendResult(Outcome.FAILED, stable, detail=_cut(f"{detail}: redirects are not followed"))
+    return SendResult(Outcome.FAILED, stable, detail=_cut(detail))
+
+
+def _classify_exception(exc: BaseException) -> SendResult:
+    """Transport failures. Nothing sent → retry; maybe sent → uncertain (no receiver dedupes SMS).
+
+    Order matters: aiohttp's exceptions inherit from several of these.
+    """
+    detail = _cut(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):  # never connected
+        return SendResult(Outcome.RETRY, "connect", detail=detail)
+    if isinstance(exc, TimeoutError):  # our wait_for: the request may have been accepted
+        return SendResult(Outcome.UNCERTAIN, "timeout", detail=detail)
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return SendResult(Outcome.RETRY, "tls", detail=detail)
+    if isinstance(exc, (aiohttp.ClientConnectorError, ConnectionRefusedError, socket.gaierror)):
+        return SendResult(Outcome.RETRY, "connect", detail=detail)  # refused, DNS, unreachable
+    if isinstance(exc, aiohttp.ServerDisconnectedError):  # the request was written, no answer
+        return SendResult(Outcome.UNCERTAIN, "disconnected", detail=detail)
+    if isinstance(exc, (aiohttp.ClientOSError, OSError)):  # reset mid-request
+        return SendResult(Outcome.UNCERTAIN, "reset", detail=detail)
+    if isinstance(exc, aiohttp.InvalidURL):
+        return SendResult(Outcome.FAILED, "url", detail=detail)
+    if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ClientResponseError, ValueError)):
+        return SendResult(Outcome.UNCERTAIN, "protocol", detail=detail)  # a malformed answer
+    return SendResult(Outcome.UNCERTAIN, "error", detail=detail)
+
+
+def _exception_text(exc: TwilioRestException | TwilioServiceException) -> str:
+    if isinstance(exc, TwilioRestException):
+        return str(exc.msg or "")
+    return " ".join(p for p in (exc.title, exc.detail) if p)
+
+
+def _cut(text: str) -> str:
+    return text[:DETAIL_CHARS]
+
+
+# --- the SDK client ------------------------------------------------------------------
+
+_RESPONSE_HEADERS: ContextVar[dict | None] = ContextVar("twilio_response_headers", default=None)
+
+
+class _HttpClient(AsyncTwilioHttpClient):
+    """The SDK's aiohttp client on our session; keeps the last response's headers
+    for the calling send (a context variable, so concurrent sends don't mix)."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        super().__init__(pool_connections=False, logger=SDK_LOG)  # no retries: max_retries None
+        self.session = session
+
+    async def request(self, method: str, url: str, **kwargs: Any):  # noqa: ANN201 - twilio Response
+        auth = kwargs.pop("auth", None)  # as a header: aiohttp deprecates its `auth` parameter
+        if auth is not None:
+            kwargs["headers"] = {**(kwargs.get("headers") or {}),
+                                 "Authorization": aiohttp.encode_basic_auth(auth[0], auth[1])}
+        response = await super().request(method, url, **kwargs)
+        box = _RESPONSE_HEADERS.get()
+        if box is not None:
+            box["headers"] = dict(response.headers or {})
+        return response
+
+    def log_request(self, kwargs: dict) -> None:
+        if self.logger.isEnabledFor(logging.INFO):  # skip the formatting when nobody listens
+            super().log_request(kwargs)
+
+    def log_response(self, status_code: int, response: Any) -> None:
+        if self.logger.isEnabledFor(logging.INFO):
+            super().log_response(status_code, response)
+
+
+class TwilioApi:
+    """One SDK client per channel, built lazily inside the running loop."""
+
+    def __init__(self, config: TwilioConfig) -> None:
+        self.config = config
+        self._client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            limit = self.config.connection_limit
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=limit, limit_per_host=limit, ttl_dns_cache=300),
+                cookie_jar=aiohttp.DummyCookieJar())
+            client = Client(self.config.account_sid, self.config.auth_token, http_client=_HttpClient(session))
+            client.edge = client.region = None  # never rewrite the host (the SDK reads TWILIO_EDGE/REGION)
+            if self.config.api_base_url:
+                client.api.base_url = self.config.api_base_url.rstrip("/")  # the Api domain (2010-04-01)
+            self._client = client
+        return self._client
+
+    async def create(self, make: Callable[[Client], Awaitable[Any]], timeout: float) -> SendResult:
+        """One create call: SENT with the new resource's SID, or the classified failure.
+
+        Never raises (cancellation still propagates). A timeout is UNCERTAIN.
+        """
+        client = self.client
+        box: dict = {}
+        token = _RESPONSE_HEADERS.set(box)  # wait_for's task copies the context: same box
+        try:
+            instance = await asyncio.wait_for(make(client), timeout)
+        except (TwilioRestException, TwilioServiceException) as exc:
+            return classify(None, None, exc, box.get("headers", {}))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a SendResult
+            return classify(None, None, exc, {})
+        finally:
+            _RESPONSE_HEADERS.reset(token)
+        status = str(getattr(instance, "status", None) or "accepted")
+        return SendResult(Outcome.SENT, f"twilio.{status}", provider_ref=instance.sid)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.http_client.close()
+            self._client = None
+
+
+def sender(config: TwilioConfig) -> dict[str, str]:
+    """`from_` or `messaging_service_sid`, as configured (a from number wins)."""
+    if config.from_number:
+        return {"from_": config.from_number}
+    if config.messaging_service_sid:
+        return {"messaging_service_sid": config.messaging_service_sid}
+    raise ValueError("twilio.from_number or twilio.messaging_service_sid must be set")
+
+
+# --- inbound: signatures and receipts -----------------------------------------------
+
+def verify_request(auth_token: str, url: str, params: Mapping[str, str], signature: str) -> bool:
+    """Does X-Twilio-Signature match this URL (as Twilio called it) and form?"""
+    if not signature:
+        return False
+    return bool(RequestValidator(auth_token).validate(url, dict(params), signature))
+
+
+@dataclass(frozen=True)
+class Receipt:
+    state: str  # "delivered" | "failed" | "retry" | "sent"
+    code: str  # "twilio.delivered", "twilio.30003", "twilio.no-answer" …
+    provider_ref: str
+    detail: str = ""
+
+
+MESSAGE_ERRORS = {  # ErrorCode of an undelivered/failed message
+    30001: "queue overflow (not sent)",
+    30002: "account suspended",
+    30003: "unreachable destination handset",
+    30004: "message blocked",
+    30005: "unknown destination handset",
+    30006: "landline or unreachable carrier",
+    30007: "message filtered by the carrier",
+    30008: "unknown error",
+}
+MESSAGE_RETRY_ERRORS = frozenset({30001})  # Twilio never sent it: safe to send again
+CALL_RETRY_STATUSES = frozenset({"no-answer", "busy", "failed", "canceled"})
+
+
+def message_receipt(params: Mapping[str, str]) -> Receipt | None:
+    """A message status callback → what it settles; None for in-flight states."""
+    status = (params.get("MessageStatus") or params.get("SmsStatus") or "").strip().lower()
+    sid = params.get("MessageSid") or params.get("SmsSid") or ""
+    if status == "delivered":
+        return Receipt("delivered", "twilio.delivered", sid)
+    if status == "sent":
+        return Receipt("sent", "twilio.sent", sid)
+    if status in ("undelivered", "failed"):
+        error = (params.get("ErrorCode") or "").strip()
+        if not error.isdigit():
+            return Receipt("failed", f"twilio.{status}", sid, f"message {status}")
+        meaning = MESSAGE_ERRORS.get(int(error), "")
+        state = "retry" if int(error) in MESSAGE_RETRY_ERRORS else "failed"
+        return Receipt(state, f"twilio.{int(error)}", sid, f"message {status}: {meaning}".rstrip(": "))
+    return None  # queued, accepting, accepted, scheduled, sending, receiving, read …
+
+
+def call_receipt(params: Mapping[str, str]) -> Receipt | None:
+    """A call status callback → what it settles; None while the call is in progress."""
+    status = (params.get("CallStatus") or "").strip().lower()
+    sid = params.get("CallSid") or ""
+    if status == "completed":
+        duration = params.get("CallDuration")
+        return Receipt("delivered", "twilio.completed", sid, f"answered, {duration} s" if duration else "")
+    if status in CALL_RETRY_STATUSES:
+        return Receipt("retry", f"twilio.{status}", sid, f"call {status}")
+    return None  # queued, initiated, ringing, in-progress
+
+
+# --- TwiML ---------------------------------------------------------------------------
+
+SAY_LANGUAGES = {"en": "en-US", "zh": "zh-CN"}
+
+
+def say_language(language: str) -> str:
+    """A recipient language as Twilio's <Say language> wants it: en → en-US, zh → zh-CN."""
+    lang = language.strip()
+    if lang.lower() in SAY_LANGUAGES:
+        return SAY_LANGUAGES[lang.lower()]
+    head, _, tail = lang.partition("-")
+    return f"{head.lower()}-{tail.upper()}" if tail else lang
+
+
+def twiml_reply(text: str | None) -> str:
+    """An answer to an inbound SMS: one <Message>, or nothing."""
+    response = MessagingResponse()
+    if text:
+        response.message(text)
+    return str(response)
+
+
+def twiml_say(text: str, language: str) -> str:
+    response = VoiceResponse()
+    response.say(text, language=say_language(language))
+    return str(response)
+
+
+def twiml_gather(texts: list[str], language: str, repeat: int, action_url: str, prompt: str) -> str:
+    """The call script: the texts `repeat` times, then one key press asked for (POSTed to action_url).
+
+    No XML declaration: this goes into calls.create(twiml=…), which Twilio limits to 4000 chars.
+    """
+    lang = say_language(language)
+    response = VoiceResponse()
+    _say_repeated(response, texts, lang, repeat)
+    gather = response.gather(num_digits=1, action=action_url, method="POST", timeout=8)
+    gather.say(prompt, language=lang)
+    return response.to_xml(xml_declaration=False)
+
+
+def twiml_announce(texts: list[str], language: str, repeat: int) -> str:
+    """The call script without a confirmation: the texts `repeat` times."""
+    response = VoiceResponse()
+    _say_repeated(response, texts, say_language(language), repeat)
+    return response.to_xml(xml_declaration=False)
+
+
+def _say_repeated(response: VoiceResponse, texts: list[str], lang: str, repeat: int) -> None:
+    for round_ in range(max(repeat, 1)):
+        if round_:
+            response.pause(length=1)
+        for text in texts:
+            response.say(text, language=lang)
+
+
+__all__ = ["MAX_RETRY_AFTER", "CallbackUrl", "Receipt", "TwilioApi", "call_receipt", "classify",
+           "message_receipt", "say_language", "sender", "twiml_announce", "twiml_gather", "twiml_reply",
+           "twiml_say", "verify_request"]

@@ -1,0 +1,114 @@
+"""Automatic voice calls (智能外呼) through Twilio (calls.create_async).
+
+The call says the warning in the recipient's language `voice.repeat` times;
+when the person must confirm (叫应) it then asks for a key press, which Twilio
+POSTs to the signed Gather action URL. Twilio limits inline TwiML to 4000
+characters, so the spoken text is shortened, at a sentence end when one is
+near, until the script fits. A second call is a real duplicate: a call whose
+create timed out is UNCERTAIN.
+"""
+from __future__ import annotations
+
+import logging
+import re
+
+from warnd.config import TwilioConfig, VoiceConfig
+from warnd.render import render as render_template
+from warnd.render import warning_context
+
+from .base import Message, Outcome, Rendered, SendResult
+from .twilio_common import CallbackUrl, TwilioApi, say_language, sender, twiml_announce, twiml_gather
+
+log = logging.getLogger("warnd_channels.voice")
+
+TWIML_LIMIT = 4000  # characters Twilio accepts in calls.create(twiml=…)
+STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
+PROMPTS = {"zh": "确认收到请按1。", "en": "To confirm that you received this warning, press 1."}
+SENTENCE_END = re.compile(r"[。！？；.!?;]")
+ELLIPSIS = "……"
+
+
+def prompt_for(language: str) -> str:
+    return PROMPTS.get(language.split("-")[0].lower(), PROMPTS["zh"])
+
+
+def fit_script(text: str, language: str, repeat: int, action_url: str | None,
+               limit: int = TWIML_LIMIT) -> tuple[str, str]:
+    """(TwiML, the text it says): the longest prefix of `text` whose script fits `limit`.
+
+    `action_url` None: no key press is asked for. Raises ValueError when not even
+    a one-character text fits (an absurd callback URL).
+    """
+    def script(spoken: str) -> str:
+        if action_url is None:
+            return twiml_announce([spoken], language, repeat)
+        return twiml_gather([spoken], language, repeat, action_url, prompt_for(language))
+
+    full = script(text)
+    if len(full) <= limit:
+        return full, text
+    low, high = 0, len(text)  # the longest cut (plus ELLIPSIS) that fits: escaping makes it non-linear
+    while low < high:
+        mid = (low + high + 1) // 2
+        if len(script(text[:mid] + ELLIPSIS)) <= limit:
+            low = mid
+        else:
+            high = mid - 1
+    if low == 0:
+        raise ValueError(f"the call script does not fit {limit} characters")
+    cut = text[:low]
+    ends = [m.end() for m in SENTENCE_END.finditer(cut)]
+    spoken = cut[:ends[-1]] if ends and ends[-1] >= low * 3 // 4 else cut + ELLIPSIS
+    return script(spoken), spoken
+
+
+class VoiceChannel:
+    name = "voice"
+    dedupes = False  # a second call is a real duplicate
+
+    def __init__(self, twilio: TwilioConfig, voice: VoiceConfig, callback_url: CallbackUrl) -> None:
+        self.twilio = twilio
+        self.config = voice
+        self.callback_url = callback_url
+        self.api = TwilioApi(twilio)
+        self._from = sender(twilio).get("from_")
+        if not self._from:
+            raise ValueError("voice calls need twilio.from_number (a Messaging Service can't call)")
+
+    def render(self, message: Message) -> Rendered:
+        language = message.recipient.language
+        context = warning_context(message.alert, message.level, language)
+        template = "door_ask" if message.purpose == "door_ask" else "say"
+        text = render_template("voice", template, language, context)
+        content_type = (f"text/plain; charset=utf-8; language={say_language(language)}; "
+                        f"repeat={self.config.repeat}; confirm={'yes' if message.must_confirm else 'no'}")
+        return Rendered(text.encode("utf-8"), content_type, text)
+
+    async def send(self, message: Message, rendered: Rendered) -> SendResult:
+        """calls.create once; never raises (cancellation still propagates)."""
+        if message.recipient.public and message.alert.status.is_drill:  # defence in depth
+            return SendResult(Outcome.FAILED, "drill.public",
+                              detail="Exercise/Test warnings never reach public outlets")
+        language = message.recipient.language
+        action = self.callback_url("voice-gather", message.delivery_id) if message.must_confirm else None
+        try:
+            twiml, spoken = fit_script(rendered.text, language, self.config.repeat, action)
+        except ValueError as exc:
+            return SendResult(Outcome.FAILED, "twiml.too-long", detail=str(exc))
+        if spoken != rendered.text:
+            log.warning("call text shortened to fit TwiML", extra={
+                "delivery": message.delivery_id, "chars": len(rendered.text), "spoken": len(spoken)})
+        status_callback = self.callback_url("voice-status", message.delivery_id)
+        result = await self.api.create(
+            lambda client: client.calls.create_async(
+                to=message.recipient.address, from_=self._from, twiml=twiml,
+                status_callback=status_callback, status_callback_event=STATUS_EVENTS,
+                status_callback_method="POST", timeout=self.config.ring_seconds),
+            self.config.timeout_seconds)
+        log.log(logging.DEBUG if result.outcome is Outcome.SENT else logging.INFO, "voice call",
+                extra={"delivery": message.delivery_id, "outcome": result.outcome.value, "code": result.code,
+                       "sid": result.provider_ref})
+        return result
+
+    async def close(self) -> None:
+        await self.api.close()

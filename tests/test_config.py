@@ -1,0 +1,34 @@
+"""The documented example configuration is the real default, and bad settings are named."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from warnd.config import Config, load_config
+from warnd.domain.errors import WarndError
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "warnd.example.yaml"
+
+
+def test_the_example_file_documents_the_defaults():
+    assert load_config(EXAMPLE) == Config()
+
+
+def test_environment_overrides_the_database(monkeypatch):
+    monkeypatch.setenv("WARND_DATABASE_URL", "postgresql://warnd@db/warnd")
+    assert load_config(EXAMPLE).database_url == "postgresql://warnd@db/warnd"
+
+
+def test_unknown_keys_and_levels_are_rejected_by_name(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("webhok: {}\nrouting:\n  - channels: [webhook]\n    levels: [purple]\n")
+    with pytest.raises(WarndError) as err:
+        load_config(bad)
+    fields = {p.field for p in err.value.problems}
+    assert "webhok" in fields and any(f.startswith("routing.0.levels") for f in fields)
+
+
+def test_the_compose_example_configuration_is_valid():
+    config = load_config(EXAMPLE.parents[1] / "deploy" / "warnd.yaml")
+    assert config.speaker.enabled and config.sms.enabled and config.mqtt.url == "mqtt://mosquitto:1883"

@@ -1,0 +1,3 @@
+from warnd.cli import main
+
+main()

@@ -1,0 +1,244 @@
+"""The `warnd` command. Every subcommand has --help; errors print their code and exit non-zero."""
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from warnd.config import Config, load_config
+from warnd.domain.errors import WarndError
+
+CONFIG_OPTION = click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+                             envvar="WARND_CONFIG", help="YAML configuration file / 配置文件")
+DB_OPTION = click.option("--database-url", default=None, help="Overrides database_url, e.g. "
+                         "postgresql://user@host/db / 数据库地址")
+
+
+def _config(config_path: str | None, **overrides: object) -> Config:
+    try:
+        return load_config(config_path, **overrides)
+    except WarndError as err:
+        raise click.ClickException(str(err)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="warnd")
+def main() -> None:
+    """warnd — multi-channel early-warning dissemination engine / 多渠道预警信息发布引擎."""
+
+
+@main.command()
+@CONFIG_OPTION
+@DB_OPTION
+@click.option("--host", default=None, help="Listen address / 监听地址")
+@click.option("--port", type=int, default=None, help="Listen port / 监听端口")
+@click.option("--migrate/--no-migrate", default=True, show_default=True,
+              help="Upgrade the database schema before starting / 启动前升级数据库结构")
+@click.option("--simulation-clock", hidden=True, default=None,
+              help="SPEED@REAL_START@SIM_START: accelerated time, set by `warnd simulate` only")
+def serve(config_path: str | None, database_url: str | None, host: str | None, port: int | None,
+          migrate: bool, simulation_clock: str | None) -> None:
+    """Run the API, the dispatcher and the sweeps / 运行 API、分发器与定时任务."""
+    from warnd import logs
+    from warnd.clock import ScaledClock
+    from warnd.store.migrate import upgrade
+    config = _config(config_path, database_url=database_url, host=host, port=port)
+    logs.setup(config.log_level)
+    if migrate:
+        upgrade(config.database_url)
+    clock = ScaledClock.parse(simulation_clock) if simulation_clock else None
+    asyncio.run(_serve(config, clock))
+
+
+async def _serve(config: Config, clock=None) -> None:  # noqa: ANN001 - a Clock, or the system's
+    from aiohttp import web
+
+    from warnd.engine.node import Node
+    from warnd.http.app import build_app
+    node = Node(config, clock=clock)
+    await node.start()
+    runner = web.AppRunner(build_app(node), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, config.host, config.port).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    click.echo(f"warnd serving on http://{config.host}:{config.port} (node {node.incarnation})", err=True)
+    await stop.wait()
+    await runner.cleanup()
+    await node.stop()
+
+
+@main.group()
+def db() -> None:
+    """Database schema / 数据库结构."""
+
+
+@db.command("upgrade")
+@CONFIG_OPTION
+@DB_OPTION
+def db_upgrade(config_path: str | None, database_url: str | None) -> None:
+    """Create or upgrade the schema to the newest version / 创建或升级到最新结构."""
+    from warnd.store.migrate import current, upgrade
+    config = _config(config_path, database_url=database_url)
+    upgrade(config.database_url)
+    click.echo(f"database at revision {current(config.database_url)}")
+
+
+@main.group()
+def directory() -> None:
+    """Regions, people, households, speakers, subscribers / 名录管理."""
+
+
+@directory.command("import")
+@CONFIG_OPTION
+@DB_OPTION
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+def directory_import(config_path: str | None, database_url: str | None, files: tuple[str, ...]) -> None:
+    """Import YAML/CSV files; re-importing the same files changes nothing / 导入名录（可重复导入）."""
+    config = _config(config_path, database_url=database_url)
+    counts = _run(_import(config, [Path(f) for f in files]))
+    for kind, c in counts.items():
+        click.echo(f"{kind}: {c}")
+
+
+async def _import(config: Config, paths: list[Path]) -> dict:
+    from warnd.clock import SystemClock
+    from warnd.ingest.directory import load_directory
+    from warnd.store.database import Database
+    from warnd.store.directory import DirectoryStore
+    data = load_directory(paths)
+    database = Database(config.database_url)
+    try:
+        store = DirectoryStore(database, SystemClock(), allow_private_urls=config.webhook.allow_private_urls)
+        return await store.import_data(data)
+    finally:
+        await database.close()
+
+
+@main.group()
+def token() -> None:
+    """Department API tokens / 部门令牌."""
+
+
+@token.command("create")
+@CONFIG_OPTION
+@DB_OPTION
+@click.option("--department", required=True, help="Issuing department, e.g. 县气象局")
+@click.option("--events", default="*", show_default=True, help="Comma-separated event types, * for any")
+@click.option("--regions", default="*", show_default=True,
+              help="Comma-separated region codes (covering their sub-regions), * for any")
+@click.option("--max-level", default="red", show_default=True, help="Highest level: blue/yellow/orange/red")
+@click.option("--admin", is_flag=True, help="May also manage the directory / 可管理名录")
+def token_create(config_path: str | None, database_url: str | None, department: str, events: str,
+                 regions: str, max_level: str, admin: bool) -> None:
+    """Create a token and print it once; only its hash is stored / 创建令牌（仅显示一次）."""
+    from warnd.domain.authority import Scope
+    from warnd.domain.model import Level
+    config = _config(config_path, database_url=database_url)
+    try:
+        level = Level.parse(max_level)
+    except ValueError:
+        raise click.BadParameter(f"unknown level {max_level}", param_hint="--max-level") from None
+    scope = Scope(department, _csv(events), _csv(regions), level, admin)
+    click.echo(_run(_create_token(config, scope)))
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip()) or ("*",)
+
+
+async def _create_token(config: Config, scope) -> str:  # noqa: ANN001
+    from warnd.clock import SystemClock
+    from warnd.store.database import Database
+    from warnd.store.tokens import TokenStore
+    database = Database(config.database_url)
+    try:
+        return await TokenStore(database, SystemClock()).create(scope)
+    finally:
+        await database.close()
+
+
+@main.group()
+def cap() -> None:
+    """CAP 1.2 tools / CAP 工具."""
+
+
+@cap.command("validate")
+@CONFIG_OPTION
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+def cap_validate(config_path: str | None, files: tuple[str, ...]) -> None:
+    """Validate CAP files exactly as the API does; exit 0 only if all are valid / 校验 CAP 文件."""
+    from warnd.ingest.validate import validate_file
+    config = _config(config_path)
+    all_ok = True
+    for name in files:
+        ok, lines = validate_file(Path(name), config)
+        all_ok &= ok
+        click.echo(f"{name}: {'valid / 有效' if ok else 'INVALID / 无效'}")
+        for line in lines:
+            click.echo(f"  {line}")
+    sys.exit(0 if all_ok else 1)
+
+
+SIMULATORS = {"twilio": "warnd.sim.twilio", "webhook-sink": "warnd.sim.webhook_sink",
+              "speakers": "warnd.sim.speakers"}
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("name", type=click.Choice(sorted(SIMULATORS)))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def sim(name: str, args: tuple[str, ...]) -> None:
+    """Run a simulator: twilio, webhook-sink, speakers (`warnd sim NAME --help`) / 运行模拟器."""
+    import importlib
+    importlib.import_module(SIMULATORS[name]).main(list(args))
+
+
+def _run(coro):  # noqa: ANN001, ANN202
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+    try:
+        return asyncio.run(coro)
+    except WarndError as err:
+        raise click.ClickException(str(err)) from None
+    except (OperationalError, ProgrammingError) as exc:
+        first = str(exc.orig if exc.orig else exc).splitlines()[0]
+        raise click.ClickException(f"database error: {first}\n(has `warnd db upgrade` been run? / "
+                                   "是否已运行 warnd db upgrade？)") from None
+
+
+SPEED_OPTION = click.option("--speed", type=click.FloatRange(min=0, min_open=True, max=1000), default=None,
+                            help="Simulated seconds per real second (default: the scenario's) / 仿真加速倍数")
+REPORT_OPTION = click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+                             help="Write the JSON report here / 输出 JSON 报告")
+
+
+@main.command()
+@click.argument("scenario", type=click.Path(dir_okay=False))
+@SPEED_OPTION
+@REPORT_OPTION
+@click.option("--db", "db_url", default=None,
+              help="Database URL (default: SQLite in a temporary directory) / 数据库地址")
+@click.option("--workdir", type=click.Path(file_okay=False), default=None,
+              help="Keep the generated config, database and warnd logs here / 保留工作目录")
+def simulate(scenario: str, speed: float | None, report_path: str | None, db_url: str | None,
+             workdir: str | None) -> None:
+    """Rehearse SCENARIO: warnd with simulated phones, speakers, subscribers / 按场景演练.
+
+    Exit 0: nothing lost, every grid confirmed or covered; 1: not so; 2: bad scenario; 3: the run failed.
+    """
+    from warnd.simulate import run_command
+    sys.exit(run_command(scenario, speed=speed, report_path=report_path, db_url=db_url, workdir=workdir))
+
+
+@main.command()
+@SPEED_OPTION
+@REPORT_OPTION
+def demo(speed: float | None, report_path: str | None) -> None:
+    """A county's red rainstorm warning end to end, no accounts or services needed / 一键演示."""
+    from warnd.simulate import run_command
+    from warnd.simulate.demo import scenario_path
+    sys.exit(run_command(scenario_path(), speed=speed, report_path=report_path))

@@ -1,0 +1,252 @@
+"""Typed configuration, validated once at load.
+
+Levels, deadlines, routing and channel limits are data here, not code. Every
+field has a production-sensible default, so an empty file is a valid config.
+Environment variables WARND_DATABASE_URL and WARND_PUBLIC_BASE_URL override
+the file (twelve-factor style deployments).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from warnd.domain.errors import Problem, WarndError
+from warnd.domain.model import Level, Status
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LevelPolicy(Strict):
+    confirm_minutes: float | None = None  # None: no confirmation required
+
+
+class RoutingRule(Strict):
+    """Which channels and roles a warning reaches, by level and status."""
+
+    levels: list[str] = ["red", "orange", "yellow", "blue"]
+    statuses: list[Status] = [Status.ACTUAL, Status.EXERCISE, Status.TEST]
+    channels: list[str]
+    roles: list[str] = []  # person roles; empty for channels with own recipients
+
+    @field_validator("levels")
+    @classmethod
+    def _known_levels(cls, v: list[str]) -> list[str]:
+        for name in v:
+            Level.parse(name)
+        return v
+
+    def matches(self, level: Level, status: Status) -> bool:
+        return level in {Level.parse(n) for n in self.levels} and status in self.statuses
+
+
+class RungConfig(Strict):
+    """One step of an escalation ladder, `after_minutes` from when the warning was planned."""
+
+    after_minutes: float = Field(ge=0)
+    action: Literal["notify", "door_to_door", "alarm"]
+    to: list[str] = []  # notify: responsible, backup, superior, liaison, village_head, county_duty
+    channels: list[str] = ["sms", "voice"]
+    not_woken: bool = False  # put the responsible person on the 未叫醒 list
+    ask_door: bool = False  # ask whoever is notified to go to the door
+    assign: list[str] = ["backup", "liaison", "superior"]  # door_to_door: who walks it (first found)
+    call_households: bool = False  # door_to_door: also call households with a phone
+
+
+def _default_ladders() -> dict[str, list[RungConfig]]:
+    def ladder(notify: float, door: float, alarm: float) -> list[RungConfig]:
+        return [RungConfig(after_minutes=notify, action="notify", to=["backup", "superior"], not_woken=True,
+                           ask_door=True),
+                RungConfig(after_minutes=door, action="door_to_door", call_households=True),
+                RungConfig(after_minutes=alarm, action="alarm")]
+    return {"red": ladder(5, 10, 15), "orange": ladder(15, 25, 30),
+            "uncovered": [RungConfig(after_minutes=0, action="door_to_door", assign=["liaison", "backup", "superior"],
+                                     call_households=True),
+                          RungConfig(after_minutes=10, action="alarm")]}
+
+
+class RetryPolicy(Strict):
+    max_attempts: int = Field(8, ge=1)
+    base_seconds: float = Field(2.0, gt=0)
+    max_seconds: float = Field(300.0, gt=0)
+
+
+class ChannelConfig(Strict):
+    enabled: bool = True
+    concurrency: int = Field(64, ge=1)
+    rate_per_second: float = Field(500.0, gt=0)
+    timeout_seconds: float = Field(10.0, gt=0)
+    public: bool = False  # public channels never carry Exercise/Test warnings
+    retry: RetryPolicy = RetryPolicy()
+
+
+class WebhookConfig(ChannelConfig):
+    public: bool = True
+    allow_private_urls: bool = False  # SSRF guard; tests and demos allow loopback
+
+
+class TwilioConfig(Strict):
+    """Credentials and endpoint; `api_base_url` points the SDK at the simulator."""
+
+    account_sid: str = "AC" + "0" * 32
+    auth_token: str = "simulator-auth-token"
+    api_base_url: str | None = None  # None: the real Twilio API
+    from_number: str | None = None  # E.164 sender, or …
+    messaging_service_sid: str | None = None  # … a Messaging Service (MG…)
+    connection_limit: int = Field(32, ge=1)
+
+
+class SmsConfig(ChannelConfig):
+    enabled: bool = False  # needs Twilio credentials (or the simulator)
+    rate_per_second: float = Field(1.0, gt=0)  # per sender: long codes ≈1 segment/s
+    concurrency: int = Field(16, ge=1)
+    signature: str = "【县预警中心】"
+    confirm_words: list[str] = ["1", "收到", "确认", "OK", "ok", "好", "收"]
+    confirm_link: bool = True  # add a signed confirmation link to messages for people who must confirm
+
+
+class VoiceConfig(ChannelConfig):
+    enabled: bool = False
+    rate_per_second: float = Field(1.0, gt=0)  # Twilio's default: 1 call/s
+    concurrency: int = Field(16, ge=1)
+    repeat: int = Field(2, ge=1, le=5)  # how often the warning is spoken
+    ring_seconds: int = Field(30, ge=5, le=600)
+    retry: RetryPolicy = RetryPolicy(max_attempts=4, base_seconds=60, max_seconds=120)  # redial within ~5 min
+
+
+class MqttConfig(Strict):
+    """The broker speakers listen on; no url: warnd runs an embedded broker."""
+
+    url: str | None = None  # mqtt://user:pass@host:1883
+    protocol: int = Field(5, description="5 (MQTT 5) or 4 (MQTT 3.1.1)")
+    topic_prefix: str = "warnd/speakers"
+    client_id: str = ""  # default: warnd-<node name>
+    inflight: int = Field(1000, ge=1, le=65535)  # un-acknowledged QoS 1 publishes at once
+    shared_group: str = "warnd"  # $share/<group>/… so several nodes split the acks
+    embedded_port: int = Field(1883, ge=0, le=65535)
+
+
+class SpeakerConfig(ChannelConfig):
+    enabled: bool = False
+    public: bool = True  # village loudspeakers are public: never for drills unless routed privately
+    concurrency: int = Field(500, ge=1)
+    rate_per_second: float = Field(2000.0, gt=0)
+    repeat: int = Field(3, ge=1, le=10)
+    volume: int = Field(90, ge=0, le=100)
+    ack_timeout_seconds: float = Field(120.0, gt=0)  # no played-ack by then: the grid is uncovered
+    rebroadcast_minutes: dict[str, float] = {"red": 10.0, "orange": 20.0}
+
+
+class DispatcherConfig(Strict):
+    batch_size: int = Field(200, ge=1)
+    poll_seconds: float = Field(0.5, gt=0)
+    lease_seconds: float = Field(60.0, gt=0)
+
+
+class SweepConfig(Strict):
+    recover_seconds: float = Field(5.0, gt=0)
+    expire_seconds: float = Field(5.0, gt=0)
+    escalate_seconds: float = Field(0.5, gt=0)  # how often due rungs are looked for
+    speaker_seconds: float = Field(5.0, gt=0)  # uncovered grids and re-broadcasts
+
+
+def _default_levels() -> dict[str, LevelPolicy]:
+    return {"red": LevelPolicy(confirm_minutes=5), "orange": LevelPolicy(confirm_minutes=15),
+            "yellow": LevelPolicy(confirm_minutes=30), "blue": LevelPolicy()}
+
+
+def _default_routing() -> list[RoutingRule]:
+    return [RoutingRule(channels=["webhook"])]
+
+
+class Config(Strict):
+    database_url: str = "sqlite:///warnd.db"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_base_url: str = "http://127.0.0.1:8080"
+    node_id: str = ""  # unique per running process; default "<hostname>:<port>"
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    unknown_severity_level: str = "blue"
+    geocode_names: list[str] = ["warnd", "region", "GB2260", "GB/T 2260", "adcode", "ADCODE"]
+    levels: dict[str, LevelPolicy] = Field(default_factory=_default_levels)
+    routing: list[RoutingRule] = Field(default_factory=_default_routing)
+    # Escalation ladders by level, plus "uncovered" for grids whose speakers did not play.
+    ladders: dict[str, list[RungConfig]] = Field(default_factory=_default_ladders)
+    link_days: float = Field(2.0, gt=0)  # how long confirmation and call-list links stay valid
+    webhook: WebhookConfig = WebhookConfig()
+    twilio: TwilioConfig = TwilioConfig()
+    sms: SmsConfig = SmsConfig()
+    voice: VoiceConfig = VoiceConfig()
+    mqtt: MqttConfig = MqttConfig()
+    speaker: SpeakerConfig = SpeakerConfig()
+    secret_key: str = ""  # signs callback and ack links; empty: generated once and kept in the database
+    dispatcher: DispatcherConfig = DispatcherConfig()
+    sweeps: SweepConfig = SweepConfig()
+    log_level: str = "INFO"
+
+    @field_validator("levels")
+    @classmethod
+    def _levels_known(cls, v: dict[str, LevelPolicy]) -> dict[str, LevelPolicy]:
+        for name in v:
+            Level.parse(name)
+        return v
+
+    @field_validator("ladders")
+    @classmethod
+    def _ladders_known(cls, v: dict[str, list[RungConfig]]) -> dict[str, list[RungConfig]]:
+        for name in v:
+            if name != "uncovered":
+                Level.parse(name)
+        return v
+
+    def ladder(self, name: str) -> list[RungConfig]:
+        """The ladder for a level (by any of its names) or for "uncovered"."""
+        for key, rungs in self.ladders.items():
+            if key == name or (key != "uncovered" and name != "uncovered" and Level.parse(key) == Level.parse(name)):
+                return rungs
+        return []
+
+    @field_validator("unknown_severity_level")
+    @classmethod
+    def _unknown_known(cls, v: str) -> str:
+        Level.parse(v)
+        return v
+
+    def level_policy(self, level: Level) -> LevelPolicy:
+        for name, policy in self.levels.items():
+            if Level.parse(name) == level:
+                return policy
+        return LevelPolicy()
+
+    @property
+    def node_name(self) -> str:
+        return self.node_id or f"{os.uname().nodename}:{self.port}"
+
+    def channel(self, name: str) -> ChannelConfig:
+        return getattr(self, name)
+
+
+def load_config(path: str | Path | None = None, **overrides: object) -> Config:
+    """Read YAML (or nothing), apply environment and explicit overrides, validate."""
+    data: dict = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise WarndError("request.invalid", [Problem(str(path), str(exc), f"无法读取配置文件：{exc}")])
+    for key, env in (("database_url", "WARND_DATABASE_URL"), ("public_base_url", "WARND_PUBLIC_BASE_URL")):
+        if os.environ.get(env):
+            data[key] = os.environ[env]
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = [Problem(".".join(str(p) for p in e["loc"]), e["msg"], f"配置无效：{e['msg']}")
+                    for e in exc.errors()]
+        raise WarndError("request.invalid", problems) from None

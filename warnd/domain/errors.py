@@ -1,0 +1,97 @@
+"""The error catalogue: stable codes shared by the API, the CLI, logs and metrics.
+
+Every error a person can see has a code, an HTTP status, and a message in
+zh-CN and English. Handlers raise `WarndError`; one place renders it as
+application/problem+json (RFC 9457).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ErrorKind:
+    code: str
+    status: int
+    title_en: str
+    title_zh: str
+
+
+def _kinds(*rows: tuple[str, int, str, str]) -> dict[str, ErrorKind]:
+    return {code: ErrorKind(code, status, en, zh) for code, status, en, zh in rows}
+
+
+CATALOGUE: dict[str, ErrorKind] = _kinds(
+    ("cap.not_xml", 400, "Body is not well-formed XML", "请求体不是格式正确的 XML"),
+    ("cap.forbidden_construct", 400, "DTDs, entities and processing of external resources are not allowed",
+     "不允许 DTD、实体声明或外部资源"),
+    ("cap.too_large", 413, "Message is larger than the configured limit", "消息超过配置的大小上限"),
+    ("cap.unsupported_version", 400, "Not a CAP 1.2 or 1.1 alert", "不是 CAP 1.2 或 1.1 预警消息"),
+    ("cap.schema", 400, "Message does not conform to the CAP schema", "消息不符合 CAP 模式"),
+    ("cap.rule", 400, "Message breaks a CAP or warnd rule", "消息违反 CAP 或 warnd 规则"),
+    ("cap.json", 400, "JSON body does not match the CAP structure", "JSON 请求体与 CAP 结构不符"),
+    ("cap.unsupported_media_type", 415, "Send application/cap+xml, application/xml or application/json",
+     "请使用 application/cap+xml、application/xml 或 application/json"),
+    ("auth.missing", 401, "A department token is required", "需要部门令牌"),
+    ("auth.invalid", 401, "The token is unknown or revoked", "令牌无效或已吊销"),
+    ("auth.event_out_of_scope", 403, "Your department may not issue this event type", "本单位无权发布该类预警"),
+    ("auth.region_out_of_scope", 403, "Your department may not issue warnings for this region",
+     "本单位无权向该区域发布预警"),
+    ("auth.level_out_of_scope", 403, "Your department may not issue warnings of this level",
+     "本单位无权发布该级别预警"),
+    ("auth.admin_required", 403, "This operation needs an administrator token", "该操作需要管理员令牌"),
+    ("directory.invalid_row", 400, "A directory row is invalid", "名录数据行无效"),
+    ("directory.unknown_reference", 400, "A directory row refers to something that does not exist",
+     "名录数据行引用了不存在的对象"),
+    ("directory.unsafe_url", 400, "Webhook URL is not allowed (private, loopback or non-HTTP address)",
+     "Webhook 地址不被允许（内网、回环或非 HTTP 地址）"),
+    ("directory.not_found", 404, "No such directory entry", "名录中无此条目"),
+    ("warning.not_found", 404, "No such warning", "无此预警"),
+    ("link.invalid", 403, "This link is not valid", "链接无效"),
+    ("link.expired", 410, "This link has expired", "链接已过期"),
+    ("twilio.bad_signature", 403, "Request signature does not verify", "请求签名校验失败"),
+    ("request.invalid", 400, "The request is invalid", "请求无效"),
+    ("request.not_found", 404, "No such resource", "资源不存在"),
+    ("request.method_not_allowed", 405, "Method not allowed here", "不允许此请求方法"),
+    ("internal", 500, "Internal error; the request was not applied", "内部错误，请求未生效"),
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One specific finding: which field, and what is wrong with it."""
+
+    field: str
+    detail_en: str
+    detail_zh: str
+
+
+@dataclass
+class WarndError(Exception):
+    """An error with a catalogue code; `problems` name the offending fields."""
+
+    code: str
+    problems: list[Problem] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.code not in CATALOGUE:
+            raise KeyError(f"unknown error code {self.code}")
+        super().__init__(self.code)
+
+    @property
+    def kind(self) -> ErrorKind:
+        return CATALOGUE[self.code]
+
+    @property
+    def status(self) -> int:
+        return self.kind.status
+
+    def __str__(self) -> str:
+        lines = [f"{self.code}: {self.kind.title_en} / {self.kind.title_zh}"]
+        lines += [f"  {p.field}: {p.detail_en} / {p.detail_zh}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def error(code: str, field: str, detail_en: str, detail_zh: str) -> WarndError:
+    """Shorthand for the common case of one problem."""
+    return WarndError(code, [Problem(field, detail_en, detail_zh)])

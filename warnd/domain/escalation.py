@@ -1,0 +1,125 @@
+"""Escalation (叫应 → 敲门入户), pure: snapshot a ladder, and decide what a due rung does.
+
+A ladder is copied into rows when a requirement is planned (`snapshot`), so a
+later configuration edit never changes a warning in flight. When a rung is due,
+`fire` turns it and the grid's people and households into effects; the store
+applies them in the same transaction that marks the rung fired, so a rung fires
+once however many nodes sweep.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from warnd.config import RungConfig
+from warnd.domain.directory import Household, Person, region_parent, with_ancestors
+from warnd_channels.base import Recipient
+
+PERSON_CHANNELS = ("sms", "voice")
+
+
+@dataclass(frozen=True)
+class PlannedRung:
+    ladder: str
+    step: int
+    action: str
+    params: dict
+    due_at: datetime
+
+
+def snapshot(ladder_name: str, rungs: list[RungConfig], start: datetime) -> tuple[PlannedRung, ...]:
+    return tuple(PlannedRung(ladder_name, i, r.action, r.model_dump(exclude={"after_minutes", "action"}),
+                             start + timedelta(minutes=r.after_minutes))
+                 for i, r in enumerate(rungs))
+
+
+@dataclass(frozen=True)
+class Grid:
+    """What a rung needs to know about its grid."""
+
+    code: str
+    responsible: str | None
+    backup: str | None
+    people: tuple[Person, ...]  # of the grid and every region enclosing it
+    households: tuple[Household, ...]
+
+
+@dataclass(frozen=True)
+class Send:
+    channel: str
+    recipient: Recipient
+    purpose: str  # warning / door_ask / door_to_door / household
+    params: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CallList:
+    assignee: str | None
+    households: tuple[Household, ...]  # vulnerable first, then by address
+
+
+@dataclass(frozen=True)
+class Effects:
+    sends: tuple[Send, ...] = ()
+    not_woken: bool = False
+    call_list: CallList | None = None
+    alarm: dict | None = None
+    notes: tuple[str, ...] = ()
+
+
+def targets(grid: Grid, names: list[str]) -> list[Person]:
+    """People for role names: responsible, backup, superior (township duty), or any directory role."""
+    by_id = {p.id: p for p in grid.people}
+    out: list[Person] = []
+    for name in names:
+        if name in ("responsible", "backup"):
+            pid = grid.responsible if name == "responsible" else grid.backup
+            found = [by_id[pid]] if pid in by_id else []
+        else:
+            role = "township_duty" if name == "superior" else name
+            found = _nearest_with_role(grid, role)
+        out += [p for p in found if p not in out]
+    return out
+
+
+def _nearest_with_role(grid: Grid, role: str) -> list[Person]:
+    """People holding a role, from the grid outwards: the closest enclosing region wins."""
+    code: str | None = grid.code
+    while code:
+        found = [p for p in grid.people if p.region == code and role in p.roles]
+        if found:
+            return found
+        code = region_parent(code)
+    return []
+
+
+def fire(action: str, params: dict, grid: Grid, ladder: str) -> Effects:
+    if action == "notify":
+        people = targets(grid, params.get("to", []))
+        purpose = "door_ask" if params.get("ask_door") else "warning"
+        sends = tuple(Send(ch, _person(p), purpose) for p in people if p.phone
+                      for ch in params.get("channels", PERSON_CHANNELS))
+        notes = () if people else (f"nobody found for {params.get('to')}",)
+        return Effects(sends, not_woken=bool(params.get("not_woken")), notes=notes)
+    if action == "door_to_door":
+        assignees = targets(grid, params.get("assign", []))
+        assignee = assignees[0] if assignees else None
+        ordered = tuple(sorted(grid.households, key=lambda h: (not h.vulnerable, h.address, h.id)))
+        sends = [Send("sms", _person(assignee), "door_to_door")] if assignee and assignee.phone else []
+        if params.get("call_households"):
+            sends += [Send("voice", Recipient("household", h.id, h.phone, "zh-CN"), "household")
+                      for h in ordered if h.phone]
+        notes = () if assignee else ("no one to assign the door-to-door list to",)
+        return Effects(tuple(sends), call_list=CallList(assignee.id if assignee else None, ordered), notes=notes)
+    if action == "alarm":
+        return Effects(alarm={"code": f"escalation.{ladder}.unconfirmed", "grid": grid.code,
+                              "responsible": grid.responsible})
+    raise ValueError(f"unknown rung action {action}")
+
+
+def _person(p: Person) -> Recipient:
+    return Recipient("person", p.id, p.phone or "", p.language)
+
+
+def enclosing(code: str) -> set[str]:
+    return with_ancestors([code])

@@ -1,0 +1,50 @@
+"""Which directory regions a CAP polygon or circle touches (pure, shapely-backed).
+
+CAP writes points as "lat,lon"; shapely wants (x=lon, y=lat). A circle is
+approximated by a 64-gon in degrees, scaled for the latitude: plenty for
+village-sized regions, and far cheaper than geodesic buffers.
+"""
+from __future__ import annotations
+
+import math
+
+from shapely import affinity
+from shapely.geometry import Point, Polygon
+from shapely.geometry.base import BaseGeometry
+
+from warnd.domain.model import Area, Circle
+
+KM_PER_DEGREE = 111.32
+
+
+def ring_to_polygon(ring: tuple[tuple[float, float], ...]) -> Polygon:
+    return Polygon([(lon, lat) for lat, lon in ring])
+
+
+def circle_to_polygon(circle: Circle) -> BaseGeometry:
+    radius = max(circle.radius_km, 0.01)  # a zero radius still means "this point"
+    dlat = radius / KM_PER_DEGREE
+    dlon = radius / (KM_PER_DEGREE * max(math.cos(math.radians(circle.lat)), 0.01))
+    unit = Point(circle.lon, circle.lat).buffer(1.0, quad_segs=16)
+    return affinity.scale(unit, xfact=dlon, yfact=dlat, origin=(circle.lon, circle.lat))
+
+
+def area_shapes(area: Area) -> list[BaseGeometry]:
+    shapes: list[BaseGeometry] = [ring_to_polygon(r) for r in area.polygons if len(r) >= 4]
+    shapes += [circle_to_polygon(c) for c in area.circles]
+    return [s if s.is_valid else s.buffer(0) for s in shapes]
+
+
+def regions_touched(shapes: list[BaseGeometry],
+                    region_rings: list[tuple[str, tuple[tuple[float, float], ...]]]) -> list[str]:
+    """Codes of regions whose polygon intersects any of the shapes."""
+    if not shapes:
+        return []
+    hits = []
+    for code, ring in region_rings:
+        region = ring_to_polygon(ring)
+        if not region.is_valid:
+            region = region.buffer(0)
+        if any(region.intersects(s) for s in shapes):
+            hits.append(code)
+    return hits

@@ -1,0 +1,181 @@
+"""Planning: from a warning and a directory snapshot to deliveries and confirmations.
+
+Pure: the store loads what planning needs (`PlanInput`), planning returns what
+to write (`Plan`), and the store writes all of it in one transaction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from warnd.config import Config
+from warnd.domain.directory import Person, Region, Speaker, Subscriber, with_ancestors, within
+from warnd.domain.escalation import PlannedRung, snapshot
+from warnd.domain.model import Alert, Level, MsgType, Status
+from warnd_channels.base import Recipient
+
+# Channels whose recipients are not people: webhook → subscribers, speaker → loudspeakers.
+SUBSCRIBER_CHANNELS = frozenset({"webhook"})
+DEVICE_CHANNELS = frozenset({"speaker"})
+NOT_DISSEMINATED = (Status.DRAFT, Status.SYSTEM)
+
+
+@dataclass(frozen=True)
+class PlannedDelivery:
+    channel: str
+    recipient: Recipient
+    grid: str | None = None  # the grid this send serves: its confirmation stops it
+
+
+@dataclass(frozen=True)
+class PlannedConfirmation:
+    grid: str
+    person_id: str | None
+    backup_id: str | None
+    deadline: datetime
+    rungs: tuple[PlannedRung, ...] = ()
+    carried: bool = False  # already confirmed for an earlier version at this level or higher
+
+
+@dataclass(frozen=True)
+class Prior:
+    """What the earlier versions of an Update or Cancel left behind."""
+
+    receivers: tuple[PlannedDelivery, ...] = ()
+    level: Level | None = None
+    confirmed_grids: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Plan:
+    regions: tuple[str, ...]
+    deliveries: tuple[PlannedDelivery, ...]
+    confirmations: tuple[PlannedConfirmation, ...]
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlanInput:
+    alert: Alert
+    level: Level
+    now: datetime
+    target_codes: tuple[str, ...]  # resolved from geocodes and shapes, before expansion
+    regions: dict[str, Region]  # every target region and its descendants
+    people: tuple[Person, ...]  # people of those regions and of their ancestors
+    subscribers: tuple[Subscriber, ...]
+    prior: Prior = field(default_factory=Prior)
+    enabled_channels: frozenset[str] = frozenset()
+    speakers: tuple[Speaker, ...] = ()  # loudspeakers in the target grids
+
+
+def plan(inp: PlanInput, config: Config) -> Plan:
+    alert = inp.alert
+    if alert.msg_type in (MsgType.ACK, MsgType.ERROR) or alert.status in NOT_DISSEMINATED:
+        return Plan(tuple(sorted(inp.regions)), (), (), (f"{alert.msg_type.value}/{alert.status.value}: not disseminated",))
+    expires = alert.expires
+    if expires is not None and expires <= inp.now:
+        return Plan(tuple(sorted(inp.regions)), (), (), ("already expired: recorded, nothing sent",))
+    if alert.msg_type is MsgType.CANCEL:
+        # A cancel goes to exactly those who may have the earlier versions.
+        return Plan(tuple(sorted(inp.regions)), _unique(inp.prior.receivers, alert, config), (), ())
+    deliveries, notes = _route(inp, config)
+    deliveries = _unique(list(deliveries) + list(inp.prior.receivers), alert, config)
+    return Plan(tuple(sorted(inp.regions)), deliveries, _confirmations(inp, config), tuple(notes))
+
+
+def _route(inp: PlanInput, config: Config) -> tuple[list[PlannedDelivery], list[str]]:
+    out: list[PlannedDelivery] = []
+    notes: list[str] = []
+    for rule in config.routing:
+        if not rule.matches(inp.level, inp.alert.status):
+            continue
+        for channel in rule.channels:
+            if channel not in inp.enabled_channels:
+                notes.append(f"channel {channel} is not enabled: skipped")
+                continue
+            if channel in SUBSCRIBER_CHANNELS:
+                out += [PlannedDelivery(channel, _subscriber_recipient(s))
+                        for s in inp.subscribers if _subscriber_wants(s, inp)]
+            elif channel in DEVICE_CHANNELS:
+                out += [PlannedDelivery(channel, Recipient("speaker", sp.id, sp.id, "zh-CN"), sp.grid)
+                        for sp in inp.speakers if sp.grid in inp.regions]
+            else:
+                leaves = set(_leaf_regions(inp.regions))
+                out += [PlannedDelivery(channel, _person_recipient(p, channel), p.region if p.region in leaves else None)
+                        for p in _people_with_roles(inp, rule.roles) if p.phone]
+    return out, notes
+
+
+def _unique(deliveries: list[PlannedDelivery] | tuple[PlannedDelivery, ...], alert: Alert,
+            config: Config) -> tuple[PlannedDelivery, ...]:
+    """One delivery per (channel, recipient); drills never reach public channels."""
+    seen: set[tuple[str, str, str]] = set()
+    out = []
+    for d in deliveries:
+        key = (d.channel, d.recipient.kind, d.recipient.id)
+        if key in seen or (alert.status.is_drill and _is_public(d, config)):
+            continue
+        seen.add(key)
+        out.append(d)
+    return tuple(out)
+
+
+def _is_public(d: PlannedDelivery, config: Config) -> bool:
+    channel_public = getattr(config, d.channel).public if hasattr(config, d.channel) else False
+    if d.recipient.kind == "subscriber":
+        return d.recipient.public
+    return channel_public
+
+
+def _subscriber_wants(s: Subscriber, inp: PlanInput) -> bool:
+    alert = inp.alert
+    if not s.active:
+        return False
+    if s.levels and inp.level not in {Level.parse(x) for x in s.levels}:
+        return False
+    if s.statuses and alert.status.value not in s.statuses:
+        return False
+    if s.events and not any(i.event in s.events for i in alert.infos):
+        return False
+    if s.regions:
+        codes = inp.regions.keys() or inp.target_codes
+        return any(within(c, r) or within(r, c) for c in codes for r in s.regions)
+    return True
+
+
+def _people_with_roles(inp: PlanInput, roles: list[str]) -> list[Person]:
+    """People whose role is wanted, in a target region or an ancestor of one."""
+    areas = with_ancestors(inp.regions)
+    return [p for p in inp.people if p.region in areas and set(p.roles) & set(roles)]
+
+
+def _confirmations(inp: PlanInput, config: Config) -> tuple[PlannedConfirmation, ...]:
+    policy = config.level_policy(inp.level)
+    if policy.confirm_minutes is None:
+        return ()
+    deadline = inp.now + timedelta(minutes=policy.confirm_minutes)
+    responsible = {p.region: p for p in inp.people if "grid_responsible" in p.roles}
+    rungs = snapshot(inp.level.label, config.ladder(inp.level.label), inp.now)
+    # A lower or equal level keeps earlier confirmations; a raised level needs new ones.
+    keeps = inp.prior.level is not None and inp.level <= inp.prior.level
+    out = []
+    for code in _leaf_regions(inp.regions):
+        person = responsible.get(code)
+        carried = keeps and code in inp.prior.confirmed_grids
+        out.append(PlannedConfirmation(code, getattr(person, "id", None), getattr(person, "backup", None),
+                                       deadline, () if carried else rungs, carried))
+    return tuple(out)
+
+
+def _leaf_regions(regions: dict[str, Region]) -> list[str]:
+    """Grids, or the lowest regions targeted where no grid lies below them."""
+    parents = {r.parent for r in regions.values() if r.parent}
+    return sorted(code for code in regions if code not in parents)
+
+
+def _subscriber_recipient(s: Subscriber) -> Recipient:
+    return Recipient("subscriber", s.id, s.url, "zh-CN", s.format, s.secret, s.public)
+
+
+def _person_recipient(p: Person, channel: str) -> Recipient:
+    return Recipient("person", p.id, p.phone or "", p.language)

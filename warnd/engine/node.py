@@ -1,0 +1,169 @@
+"""One warnd node: the stores, the channels, the dispatcher and the scheduled sweeps.
+
+The scheduler only says *when* to look; every sweep reads what is due from the
+database, so any node may run it, and a crash loses nothing.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta, timezone
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from warnd.clock import Clock, SystemClock
+from warnd.config import Config
+from warnd.domain.signing import sign
+from warnd.engine.alerts import AlertCache
+from warnd.engine.answers import Answers
+from warnd.engine.dispatcher import Dispatcher
+from warnd.engine.intake import Intake
+from warnd.engine.metrics import Metrics
+from warnd.engine.receipts import Receipts
+from warnd.store import settings
+from warnd.store.confirmations import ConfirmationStore
+from warnd.store.database import Database
+from warnd.store.deliveries import Claimed, DeliveryStore
+from warnd.store.coverage import CoverageStore
+from warnd.store.escalation import EscalationStore
+from warnd.store.speakers import SpeakerStore
+from warnd.store.directory import DirectoryStore
+from warnd.store.queries import Queries
+from warnd.store.tokens import TokenStore
+from warnd.store.warnings import WarningStore
+from warnd_channels.base import Channel
+from warnd_channels.registry import build_channels
+
+log = logging.getLogger("warnd.node")
+CALLBACK_PATHS = {"sms-status": "/twilio/sms/status", "voice-status": "/twilio/voice/status",
+                  "voice-gather": "/twilio/voice/gather"}
+CALLBACK_VALIDITY = timedelta(days=7)
+LINK_PATHS = {"confirm": "c", "call-list": "d"}
+
+
+class Node:
+    def __init__(self, config: Config, *, clock: Clock | None = None,
+                 channels: dict[str, Channel] | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.incarnation = f"{config.node_name}/{uuid.uuid4().hex[:12]}"
+        self.db = Database(config.database_url)
+        self.metrics = Metrics()
+        self.secret_key = b""  # loaded at start: configured, or kept in the database
+        self.channels = channels if channels is not None else build_channels(config, callback_url=self.callback_url)
+        self.directory = DirectoryStore(self.db, self.clock,
+                                        allow_private_urls=config.webhook.allow_private_urls)
+        self.tokens = TokenStore(self.db, self.clock)
+        self.queries = Queries(self.db)
+        self.deliveries = DeliveryStore(self.db, self.clock, self.incarnation)
+        self.alerts = AlertCache(self.db, config)
+        self.dispatcher = Dispatcher(self.deliveries, self.alerts, self.channels, config, self.clock,
+                                     self.metrics, self.link_for)
+        self.escalation = EscalationStore(self.db, self.clock, self.incarnation)
+        self.coverage = CoverageStore(self.db)
+        self.speakers = SpeakerStore(self.db, self.clock, config)
+        self.receipts = Receipts(self.deliveries, config, self.clock, self.metrics, self.dispatcher.wake)
+        self.answers = Answers(ConfirmationStore(self.db), config, self.clock)
+        self.intake = Intake(config, self.clock, self.directory, WarningStore(self.db, self.clock),
+                             self.alerts, self.metrics, frozenset(self.channels), self.dispatcher.wake)
+        self.scheduler = AsyncIOScheduler(timezone=timezone.utc)
+        self.started = False
+
+    async def start(self, *, dispatch: bool = True) -> None:
+        """Recover what a previous life of this node left in flight, then start working."""
+        self.secret_key = await settings.secret_key(self.db, self.config.secret_key)
+        await self.recover()
+        await self.expire()
+        for channel in self.channels.values():
+            start = getattr(channel, "start", None)  # channels with an inbound stream (MQTT acks)
+            if start is not None:
+                await start(self)
+        if dispatch:
+            await self.dispatcher.start()
+        sweeps = self.config.sweeps
+        for job, seconds in ((self.recover, sweeps.recover_seconds), (self.expire, sweeps.expire_seconds),
+                             (self.escalate, sweeps.escalate_seconds), (self.refresh_metrics, 5.0),
+                             *(((self.watch_speakers, sweeps.speaker_seconds),) if "speaker" in self.channels else ())):
+            self.scheduler.add_job(job, "interval", seconds=seconds, max_instances=1, coalesce=True,
+                                   id=job.__name__, misfire_grace_time=None)
+        self.scheduler.start()
+        self.started = True
+        log.info("node started", extra={"node": self.incarnation, "channels": sorted(self.channels)})
+
+    async def stop(self) -> None:
+        if self.started:
+            self.scheduler.shutdown(wait=False)
+            await self.dispatcher.stop()
+        for channel in self.channels.values():
+            await channel.close()
+        await self.db.close()
+        self.started = False
+
+    def callback_url(self, kind: str, delivery_id: int) -> str:
+        """An absolute provider callback URL carrying the delivery id, signed for that purpose only."""
+        token = sign(self.secret_key, kind, str(delivery_id), self.clock.now() + CALLBACK_VALIDITY)
+        return f"{self.config.public_base_url.rstrip('/')}{CALLBACK_PATHS[kind]}?d={token}"
+
+    def link_url(self, kind: str, value: str) -> str:
+        """A signed, expiring link for people: "confirm" (/c/…) or "call-list" (/d/…)."""
+        token = sign(self.secret_key, kind, value, self.clock.now() + timedelta(days=self.config.link_days))
+        return f"{self.config.public_base_url.rstrip('/')}/{LINK_PATHS[kind]}/{token}"
+
+    def link_for(self, row: Claimed) -> str:
+        if row.purpose == "door_to_door" and row.params:
+            return self.link_url("call-list", str(row.params["list_id"]))
+        if row.must_confirm and row.channel == "sms" and self.config.sms.confirm_link:
+            return self.link_url("confirm", f"{row.warning_id}/{row.recipient_id}")
+        return ""
+
+    async def escalate(self) -> None:
+        """Fire the rungs that are due (any node may; each rung fires once)."""
+        while fired := await self.escalation.fire_due():
+            for rung_id, effects in fired:
+                if effects.alarm is not None:
+                    self.metrics.alarms.labels(effects.alarm["code"]).inc()
+                    log.error("operator alarm: grid not confirmed", extra={"alarm": True, "rung": rung_id,
+                                                                            **effects.alarm})
+            if any(e.sends for _, e in fired):
+                self.dispatcher.wake()
+
+    # ReceiptSink: what channels with their own inbound stream report.
+    async def receipt(self, channel: str, delivery_id: int, state: str, code: str,
+                      provider_ref: str | None, detail: str = "") -> None:
+        await self.receipts.apply(channel, delivery_id, state, code, provider_ref, detail)
+
+    async def presence(self, device_id: str, online: bool, detail: str = "") -> None:
+        await self.speakers.set_presence(device_id, online, detail)
+
+    async def watch_speakers(self) -> None:
+        """Grids whose speakers stayed silent escalate; warnings in force are replayed."""
+        if await self.speakers.mark_uncovered():
+            await self.escalate()
+        if await self.speakers.rebroadcast():
+            self.dispatcher.wake()
+
+    async def recover(self) -> None:
+        dedupe = {name for name, ch in self.channels.items() if ch.dedupes}
+        counts = await self.deliveries.recover(self.config.node_name, dedupe)
+        for state, n in counts.items():
+            if n:
+                self.metrics.recovered.labels(state).inc(n)
+                log.warning("recovered deliveries from a dead claim", extra={"state": state, "count": n})
+        if counts.get("pending"):
+            self.dispatcher.wake()
+
+    async def expire(self) -> None:
+        n = await self.deliveries.expire()
+        if n:
+            log.info("expired pending deliveries", extra={"count": n})
+        n = await self.deliveries.retire_stale()
+        if n:
+            log.info("retired pending sends of ended warnings", extra={"count": n})
+
+    async def refresh_metrics(self) -> None:
+        self.metrics.deliveries.clear()
+        for channel, state, n in await self.deliveries.counts():
+            self.metrics.deliveries.labels(channel, state).set(n)
+        due = await self.deliveries.due_count()
+        for name in self.channels:
+            self.metrics.queue_depth.labels(name).set(due.get(name, 0))

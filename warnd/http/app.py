@@ -1,0 +1,21 @@
+"""The route table: every HTTP route warnd serves, in one place."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from warnd.engine.node import Node
+from warnd.http import coverage_api, directory_api, ops_api, twilio_api, warnings_api
+from warnd.http import call_lists_api, pages
+from warnd.http.keys import METRICS, NODE
+from warnd.http.problems import problems_middleware
+
+
+def build_app(node: Node) -> web.Application:
+    # The body limit is enforced by intake with a clear error; aiohttp's own is a backstop.
+    app = web.Application(middlewares=[problems_middleware], client_max_size=node.config.max_body_bytes + 65536)
+    app[NODE] = node
+    app[METRICS] = node.metrics
+    app.add_routes(ops_api.routes() + warnings_api.routes() + directory_api.routes() + twilio_api.routes()
+                   + coverage_api.routes())
+    app.add_routes(pages.routes() + call_lists_api.routes())
+    return app

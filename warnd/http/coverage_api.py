@@ -1,0 +1,75 @@
+"""Coverage, operator-recorded confirmations, and operator alarms."""
+from __future__ import annotations
+
+import sqlalchemy as sa
+from aiohttp import web
+
+from warnd.domain.errors import WarndError, error
+from warnd.http.auth import admin_of, scope_of
+from warnd.http.keys import NODE
+from warnd.http.responses import json_object, json_ok
+from warnd.store.schema import alarms, confirmations
+
+
+async def coverage(request: web.Request) -> web.Response:
+    await scope_of(request)
+    report = await request.app[NODE].coverage.report(_id(request, "id"))
+    if report is None:
+        raise WarndError("warning.not_found")
+    return json_ok(report)
+
+
+async def record_confirmation(request: web.Request) -> web.Response:
+    """An operator records a confirmation received by phone, with a reason (audited)."""
+    scope = await admin_of(request)
+    node = request.app[NODE]
+    body = await json_object(request)
+    reason = str(body.get("reason") or "").strip()
+    if not reason:
+        raise error("request.invalid", "reason", "say why you record this confirmation (e.g. who phoned)",
+                    "请填写代为确认的原因（例如谁来电确认）")
+    cid = _id(request, "confirmation_id")
+    async with node.db.read() as conn:
+        row = (await conn.execute(sa.select(confirmations.c.warning_id).where(confirmations.c.id == cid))).first()
+    if row is None or row.warning_id != _id(request, "id"):
+        raise error("request.not_found", "confirmation_id", "no such confirmation requirement", "无此叫应要求")
+    changed = await node.answers.operator_confirm(cid, body.get("person_id"), scope.department, reason)
+    return json_ok({"confirmed": bool(changed)})
+
+
+async def list_alarms(request: web.Request) -> web.Response:
+    await scope_of(request)
+    node = request.app[NODE]
+    q = sa.select(alarms).order_by(alarms.c.id.desc()).limit(500)
+    if request.query.get("open") == "1":
+        q = q.where(alarms.c.acknowledged_at.is_(None))
+    async with node.db.read() as conn:
+        rows = [dict(r._mapping) for r in await conn.execute(q)]
+    for r in rows:
+        for k in ("at", "acknowledged_at"):
+            r[k] = r[k].isoformat() if r[k] else None
+    return json_ok({"items": rows})
+
+
+async def acknowledge_alarm(request: web.Request) -> web.Response:
+    scope = await admin_of(request)
+    node = request.app[NODE]
+    async with node.db.write() as conn:
+        n = (await conn.execute(sa.update(alarms).where(alarms.c.id == _id(request, "id"),
+                                                         alarms.c.acknowledged_at.is_(None))
+                                .values(acknowledged_at=node.clock.now(), acknowledged_by=scope.department))).rowcount
+    return json_ok({"acknowledged": bool(n)})
+
+
+def _id(request: web.Request, name: str) -> int:
+    try:
+        return int(request.match_info[name])
+    except ValueError:
+        raise error("request.invalid", name, f"{name} must be a number", f"{name} 须为数字") from None
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.get("/api/v1/warnings/{id}/coverage", coverage),
+            web.post("/api/v1/warnings/{id}/confirmations/{confirmation_id}", record_confirmation),
+            web.get("/api/v1/alarms", list_alarms),
+            web.post("/api/v1/alarms/{id}/acknowledge", acknowledge_alarm)]

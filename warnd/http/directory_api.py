@@ -1,0 +1,88 @@
+"""/api/v1/directory: read any entry with a department token; write with an admin token."""
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+from aiohttp import web
+
+from warnd.domain.directory import Subscriber
+from warnd.domain.errors import error
+from warnd.http.auth import admin_of, scope_of
+from warnd.http.keys import NODE
+from warnd.http.responses import json_object, json_ok
+from warnd.ingest.directory import KEYS, KINDS, load_directory, parse_entry
+from warnd.store.directory import redacted
+
+SINGULAR = {"regions": "region", "people": "person", "households": "household", "speakers": "speaker",
+            "subscribers": "subscriber"}
+PAGE = 500
+
+
+def _kind(request: web.Request) -> str:
+    kind = request.match_info["kind"]
+    if kind not in KINDS:
+        raise error("directory.not_found", "kind", f"unknown kind {kind}; one of {', '.join(KINDS)}",
+                    f"未知类型 {kind}；可选：{'、'.join(KINDS)}")
+    return kind
+
+
+def _json(entry) -> dict:  # noqa: ANN001 - any directory dataclass
+    if isinstance(entry, Subscriber):
+        return redacted(entry)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(entry).items()}
+
+
+async def list_entries(request: web.Request) -> web.Response:
+    await scope_of(request)
+    kind = _kind(request)
+    store = request.app[NODE].directory
+    entries = await getattr(store, f"list_{kind}")(limit=PAGE, after=request.query.get("after"))
+    return json_ok({"items": [_json(e) for e in entries]})
+
+
+async def get_entry(request: web.Request) -> web.Response:
+    await scope_of(request)
+    kind = _kind(request)
+    store = request.app[NODE].directory
+    entry = await getattr(store, f"get_{SINGULAR[kind]}")(request.match_info["id"])
+    return json_ok(_json(entry))
+
+
+async def put_entry(request: web.Request) -> web.Response:
+    await admin_of(request)
+    kind = _kind(request)
+    body = await json_object(request)
+    body[KEYS[kind]] = request.match_info["id"]
+    entry = parse_entry(kind, body)
+    store = request.app[NODE].directory
+    await getattr(store, f"put_{SINGULAR[kind]}")(entry)
+    return json_ok(_json(entry))
+
+
+async def delete_entry(request: web.Request) -> web.Response:
+    await admin_of(request)
+    kind = _kind(request)
+    store = request.app[NODE].directory
+    await getattr(store, f"delete_{SINGULAR[kind]}")(request.match_info["id"])
+    return web.Response(status=204)
+
+
+async def import_yaml(request: web.Request) -> web.Response:
+    await admin_of(request)
+    body = await request.read()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "import.yaml"  # the name appears in row errors: import.yaml:LINE.field
+        path.write_bytes(body)
+        data = load_directory([path])
+    counts = await request.app[NODE].directory.import_data(data)
+    return json_ok(counts)
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.post("/api/v1/directory/import", import_yaml),
+            web.get("/api/v1/directory/{kind}", list_entries),
+            web.get("/api/v1/directory/{kind}/{id}", get_entry),
+            web.put("/api/v1/directory/{kind}/{id}", put_entry),
+            web.delete("/api/v1/directory/{kind}/{id}", delete_entry)]

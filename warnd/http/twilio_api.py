@@ -1,0 +1,78 @@
+"""Twilio webhooks: message and call status, inbound SMS replies, key presses.
+
+Every request's X-Twilio-Signature is checked against the configured public
+base URL (what Twilio called, not what a proxy forwarded); a bad one gets 403
+and changes nothing. Each delivery's callback URL carries its id, signed, so a
+receipt settles the delivery even if the provider's SID was never stored.
+"""
+from __future__ import annotations
+
+from aiohttp import web
+
+from warnd.domain.errors import WarndError
+from warnd.domain.signing import verify
+from warnd.engine.node import CALLBACK_PATHS as PATHS
+from warnd.http.keys import NODE
+from warnd_channels import twilio_common
+
+
+async def _params(request: web.Request) -> dict[str, str]:
+    """The form, after the signature over it checked out."""
+    node = request.app[NODE]
+    form = await request.post()
+    params = {k: str(v) for k, v in form.items()}
+    url = node.config.public_base_url.rstrip("/") + request.path_qs
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not twilio_common.verify_request(node.config.twilio.auth_token, url, params, signature):
+        raise WarndError("twilio.bad_signature")
+    return params
+
+
+def _delivery(request: web.Request, kind: str) -> int:
+    node = request.app[NODE]
+    return int(verify(node.secret_key, kind, request.query.get("d", ""), node.clock.now()))
+
+
+def _twiml(xml: str) -> web.Response:
+    return web.Response(text=xml, content_type="application/xml")
+
+
+async def _status(request: web.Request, channel: str, kind: str, parse) -> web.Response:  # noqa: ANN001
+    """A message or call status callback: a receipt for the delivery named in the signed URL."""
+    receipt = parse(await _params(request))
+    if receipt is not None:
+        await request.app[NODE].receipts.apply(channel, _delivery(request, kind), receipt.state, receipt.code,
+                                               receipt.provider_ref, receipt.detail)
+    return web.Response(status=204)
+
+
+async def sms_status(request: web.Request) -> web.Response:
+    return await _status(request, "sms", "sms-status", twilio_common.message_receipt)
+
+
+async def voice_status(request: web.Request) -> web.Response:
+    return await _status(request, "voice", "voice-status", twilio_common.call_receipt)
+
+
+async def sms_inbound(request: web.Request) -> web.Response:
+    params = await _params(request)
+    node = request.app[NODE]
+    answer = await node.answers.sms_reply(params.get("From", ""), params.get("Body", ""), params.get("MessageSid"))
+    node.metrics.answers.labels("sms", answer.decision.kind.value).inc()
+    return _twiml(twilio_common.twiml_reply(answer.text))
+
+
+async def voice_gather(request: web.Request) -> web.Response:
+    params = await _params(request)
+    node = request.app[NODE]
+    delivery_id = _delivery(request, "voice-gather")
+    confirmed = await node.answers.key_press(delivery_id, params.get("Digits", ""), params.get("To", ""),
+                                             params.get("CallSid"))
+    node.metrics.answers.labels("voice", "confirmed" if confirmed else "ignored").inc()
+    text = "已确认收到预警，谢谢。" if confirmed else "未确认。如已收到预警，请回复短信1确认。"
+    return _twiml(twilio_common.twiml_say(text, "zh-CN"))
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.post(PATHS["sms-status"], sms_status), web.post(PATHS["voice-status"], voice_status),
+            web.post("/twilio/sms/inbound", sms_inbound), web.post(PATHS["voice-gather"], voice_gather)]

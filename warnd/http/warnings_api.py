@@ -1,0 +1,110 @@
+"""/api/v1/warnings: submit CAP (XML or JSON), read one, list with filters."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from aiohttp import web
+
+from warnd.domain.errors import WarndError, error
+from warnd.domain.confirmation import short_code
+from warnd.domain.model import Level
+from warnd.http.auth import scope_of
+from warnd.http.keys import NODE
+from warnd.http.responses import json_ok
+from warnd_channels.base import Message, Recipient
+
+
+async def submit(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    scope = await scope_of(request)
+    if request.content_length is not None and request.content_length > node.config.max_body_bytes:
+        raise error("cap.too_large", "body", f"body is {request.content_length} bytes; the limit is "
+                    f"{node.config.max_body_bytes}", f"请求体 {request.content_length} 字节，超过上限 "
+                    f"{node.config.max_body_bytes} 字节")
+    body = await request.read()
+    submitted, parsed = await node.intake.submit(body, request.content_type, scope)
+    warning = await node.queries.warning(submitted.warning_id, delivery_limit=0)
+    warning.pop("cap_xml", None)
+    warning.pop("deliveries", None)
+    status = 201 if submitted.created else 200
+    location = f"/api/v1/warnings/{submitted.warning_id}"
+    return json_ok({"created": submitted.created, "warning": warning}, status=status,
+                             headers={"Location": location})
+
+
+async def get_one(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    await scope_of(request)
+    warning = await node.queries.warning(_int(request.match_info["id"], "id"),
+                                         delivery_limit=_int(request.query.get("deliveries", "500"), "deliveries"))
+    if warning is None:
+        raise WarndError("warning.not_found")
+    if request.headers.get("Accept", "").startswith(("application/cap+xml", "application/xml")):
+        return web.Response(text=warning["cap_xml"], content_type="application/cap+xml")
+    return json_ok(warning)
+
+
+async def list_all(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    await scope_of(request)
+    q = request.query
+    level = None
+    if "level" in q:
+        try:
+            level = Level.parse(q["level"])
+        except ValueError:
+            raise error("request.invalid", "level", f"unknown level {q['level']}", f"未知级别 {q['level']}") from None
+    since = None
+    if "since" in q:
+        try:
+            since = datetime.fromisoformat(q["since"])
+        except ValueError:
+            raise error("request.invalid", "since", "since must be an ISO 8601 time with offset",
+                        "since 须为带时区的 ISO 8601 时间") from None
+        if since.tzinfo is None:
+            raise error("request.invalid", "since", "since needs a time-zone offset", "since 须带时区")
+    items = await node.queries.warnings(status=q.get("status"), state=q.get("state"), level=level,
+                                        event=q.get("event"), since=since,
+                                        limit=min(_int(q.get("limit", "50"), "limit"), 500),
+                                        offset=_int(q.get("offset", "0"), "offset"))
+    return json_ok({"items": items})
+
+
+async def preview(request: web.Request) -> web.Response:
+    """What a channel would send for this warning: text, and for SMS its segment count (its cost)."""
+    node = request.app[NODE]
+    await scope_of(request)
+    warning_id = _int(request.match_info["id"], "id")
+    name = request.query.get("channel", "webhook")
+    channel = node.channels.get(name)
+    if channel is None:
+        raise error("request.invalid", "channel", f"channel {name} is not enabled", f"渠道 {name} 未启用")
+    found = await node.queries.warning(warning_id, delivery_limit=0)
+    if found is None:
+        raise WarndError("warning.not_found")
+    cached = await node.alerts.get(warning_id)
+    language = request.query.get("language", "zh-CN")
+    recipient = Recipient("preview", "preview", "", language, request.query.get("format", "cap"))
+    message = Message(0, warning_id, cached.alert, cached.cap_xml, Level.parse(found["level"]), recipient, 1,
+                      node.clock.now(), request.query.get("confirm", "1") == "1", short_code(warning_id))
+    rendered = channel.render(message)
+    params = dict(p.strip().partition("=")[::2] for p in rendered.content_type.split(";")[1:])
+    return json_ok({"channel": name, "language": language, "text": rendered.text,
+                    "content_type": rendered.content_type, "bytes": len(rendered.body),
+                    "segments": int(params["segments"]) if params.get("segments", "").isdigit() else None,
+                    "encoding": params.get("encoding")})
+
+
+def _int(text: str, field: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise error("request.invalid", field, f"{field} must be a whole number", f"{field} 须为整数") from None
+    if value < 0:
+        raise error("request.invalid", field, f"{field} must not be negative", f"{field} 不能为负数")
+    return value
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.post("/api/v1/warnings", submit), web.get("/api/v1/warnings", list_all),
+            web.get("/api/v1/warnings/{id}", get_one), web.get("/api/v1/warnings/{id}/preview", preview)]

@@ -1,0 +1,555 @@
+"""Parse and validate directory files: YAML (every kind) and CSV (one kind per file).
+
+Pure: reads only the files it is given. Every bad row is collected before one
+`directory.invalid_row` error is raised; each problem names `file:line.field`.
+Whether references (parents, backups, grids) exist is decided by
+`check_references`, given the ids the database already knows.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Collection, Iterable, Mapping
+
+import yaml
+
+from warnd.domain.directory import ROLES, Household, Person, Region, Speaker, Subscriber, region_kind, region_parent
+from warnd.domain.errors import Problem, WarndError
+from warnd.domain.model import Level, Status
+from warnd.domain.urlsafety import parse_target
+
+KINDS = ("regions", "people", "households", "speakers", "subscribers")
+TYPES: dict[str, type] = {"regions": Region, "people": Person, "households": Household,
+                          "speakers": Speaker, "subscribers": Subscriber}
+KEYS = {"regions": "code", "people": "id", "households": "id", "speakers": "id", "subscribers": "id"}
+Entry = Region | Person | Household | Speaker | Subscriber
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a row came from; `at(field)` gives `file:line.field`."""
+
+    file: str
+    line: int
+    field_lines: Mapping[str, int] = field(default_factory=dict, compare=False)
+
+    def at(self, name: str) -> str:
+        if not self.file:
+            return name
+        return f"{self.file}:{self.field_lines.get(name, self.line)}.{name}"
+
+
+@dataclass(frozen=True)
+class DirectoryData:
+    regions: tuple[Region, ...] = ()
+    people: tuple[Person, ...] = ()
+    households: tuple[Household, ...] = ()
+    speakers: tuple[Speaker, ...] = ()
+    subscribers: tuple[Subscriber, ...] = ()
+    sources: Mapping[tuple[str, str], Where] = field(default_factory=dict, compare=False, repr=False)
+
+    def where(self, kind: str, key: str, name: str) -> str:
+        src = self.sources.get((kind, key))
+        return src.at(name) if src else f"{kind}[{key}].{name}"
+
+
+@dataclass(frozen=True)
+class KnownIds:
+    """What the database already holds, for the references not found in the data."""
+
+    regions: Mapping[str, str] = field(default_factory=dict)  # code -> kind
+    people: Collection[str] = frozenset()
+
+
+class _Invalid(Exception):
+    def __init__(self, en: str, zh: str) -> None:
+        super().__init__(en)
+        self.en, self.zh = en, zh
+
+
+# ---------------------------------------------------------------- field converters
+
+def _text(v: Any, max_len: int = 200) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (str, int)):
+        raise _Invalid(f"expected text, got {type(v).__name__}", f"应为文本，实际为 {type(v).__name__}")
+    t = str(v).strip()
+    if len(t) > max_len:
+        raise _Invalid(f"longer than {max_len} characters", f"超过 {max_len} 个字符")
+    return t or None
+
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+
+
+def _id(v: Any) -> str | None:
+    t = _text(v, 64)
+    if t is not None and not _ID.fullmatch(t):
+        raise _Invalid("id may hold only letters, digits and . _ : - (at most 64)",
+                       "编号只能包含字母、数字和 . _ : -（最多 64 个字符）")
+    return t
+
+
+def _code(v: Any) -> str | None:
+    t = _text(v, 32)
+    if t is not None and region_kind(t) is None:
+        raise _Invalid(f"region code {t!r} must be digits: 6 (county), 9 (township), 12 (village) "
+                       "or more (grid, prefixed by its village code)",
+                       f"区划代码 {t!r} 须为数字：6 位（县）、9 位（乡镇）、12 位（村）或更长（网格，以村代码开头）")
+    return t
+
+
+def _grid(v: Any) -> str | None:
+    t = _code(v)
+    if t is not None and region_kind(t) != "grid":
+        raise _Invalid(f"{t} is not a grid code (village code + more digits)", f"{t} 不是网格代码（村代码加若干位数字）")
+    return t
+
+
+_MOBILE = re.compile(r"1[3-9]\d{9}")
+_LANDLINE = re.compile(r"0[1-9]\d{8,10}")
+_E164 = re.compile(r"\+[1-9]\d{6,14}")
+_CN = re.compile(r"\+86(1[3-9]\d{9}|[2-9]\d{8,10})")
+
+
+def _phone(v: Any) -> str | None:
+    t = _text(v, 32)
+    if t is None:
+        return None
+    s = re.sub(r"[\s\-().（）]", "", t)
+    if s.startswith("00"):
+        s = "+" + s[2:]
+    if _MOBILE.fullmatch(s):
+        return "+86" + s
+    if _LANDLINE.fullmatch(s):
+        return "+86" + s[1:]  # 0713-1234567 -> +867131234567
+    if _E164.fullmatch(s) and (not s.startswith("+86") or _CN.fullmatch(s)):
+        return s
+    raise _Invalid(f"phone {t!r} is not E.164 (+8613800138000) or a Chinese mobile/landline number",
+                   f"电话 {t!r} 不是 E.164 格式（+8613800138000），也不是国内手机或座机号码")
+
+
+_LANG = re.compile(r"([a-z]{2,3})(?:-([a-z]{4}))?(?:-([a-z]{2}|\d{3}))?")
+
+
+def _language(v: Any) -> str | None:
+    t = _text(v, 16)
+    if t is None:
+        return None
+    m = _LANG.fullmatch(t.replace("_", "-").lower())
+    if not m:
+        raise _Invalid(f"language {t!r} is not a tag like zh-CN or en", f"语言 {t!r} 不是 zh-CN、en 这样的语言标签")
+    lang, script, region = m.groups()
+    return "-".join(p for p in (lang, script and script.title(), region and region.upper()) if p)
+
+
+def _items(v: Any) -> list[Any]:
+    if v is None:
+        return []
+    if isinstance(v, (list, tuple)):
+        return [x for x in v if x is not None and x != ""]
+    if isinstance(v, str):
+        return [x.strip() for x in re.split(r"[;|]", v) if x.strip()]
+    return [v]
+
+
+def _list_of(conv: Callable[[Any], Any]) -> Callable[[Any], tuple]:
+    def parse(v: Any) -> tuple:
+        out: list[Any] = []
+        for item in _items(v):
+            x = conv(item)
+            if x is not None and x not in out:
+                out.append(x)
+        return tuple(out)
+    return parse
+
+
+def _role(v: Any) -> str | None:
+    t = _text(v, 32)
+    if t is not None and t not in ROLES:
+        raise _Invalid(f"unknown role {t!r}; roles are {', '.join(ROLES)}", f"未知角色 {t!r}；可用角色：{', '.join(ROLES)}")
+    return t
+
+
+def _level(v: Any) -> str | None:
+    t = _text(v, 16)
+    if t is None:
+        return None
+    try:
+        return Level.parse(t).label
+    except ValueError:
+        raise _Invalid(f"unknown level {t!r} (blue, yellow, orange, red / 蓝 黄 橙 红 / IV–I)",
+                       f"未知级别 {t!r}（蓝、黄、橙、红 / blue yellow orange red / IV–I）") from None
+
+
+def _status(v: Any) -> str | None:
+    t = _text(v, 16)
+    if t is None:
+        return None
+    for s in Status:
+        if s.value.lower() == t.lower():
+            return s.value
+    raise _Invalid(f"unknown CAP status {t!r}", f"未知 CAP 状态 {t!r}")
+
+
+def _filter_code(v: Any) -> str | None:
+    return None if _text(v, 32) == "*" else _code(v)
+
+
+def _event(v: Any) -> str | None:
+    return _text(v, 100)
+
+
+def _bool(v: Any) -> bool | None:
+    if v is None or isinstance(v, bool):
+        return v
+    t = _text(v, 8)
+    if t is None:
+        return None
+    key = t.lower()
+    if key in ("true", "yes", "y", "1", "是"):
+        return True
+    if key in ("false", "no", "n", "0", "否"):
+        return False
+    raise _Invalid(f"expected true or false, got {t!r}", f"应为 true 或 false，实际为 {t!r}")
+
+
+def _format(v: Any) -> str | None:
+    t = _text(v, 8)
+    if t is not None and t.lower() not in ("cap", "json"):
+        raise _Invalid(f"format must be cap or json, got {t!r}", f"格式须为 cap 或 json，实际为 {t!r}")
+    return t and t.lower()
+
+
+def _url(v: Any) -> str | None:
+    t = _text(v, 2000)
+    if t is not None:
+        try:
+            parse_target(t)
+        except WarndError as exc:
+            p = exc.problems[0]
+            raise _Invalid(p.detail_en, p.detail_zh) from None
+    return t
+
+
+def _secret(v: Any) -> str | None:
+    t = _text(v, 200)
+    if t is not None and len(t) < 16:
+        raise _Invalid("secret must be at least 16 characters", "密钥至少需要 16 个字符")
+    return t
+
+
+def _polygon(v: Any) -> tuple[tuple[float, float], ...] | None:
+    if v is None or v == "":
+        return None
+    if isinstance(v, str):  # "lat,lon;lat,lon;…" or CAP style "lat,lon lat,lon …"
+        pairs = re.split(r"[;|]", v) if re.search(r"[;|]", v) else v.split()
+        points: Any = [re.split(r"[,\s]+", p.strip()) for p in pairs if p.strip()]
+    else:
+        points = v
+    bad = _Invalid("polygon must be a list of [lat, lon] points forming a closed ring (first = last, ≥ 4 points)",
+                   "多边形须为 [纬度, 经度] 点列表，且首尾相同构成闭合环（至少 4 个点）")
+    if not isinstance(points, (list, tuple)) or len(points) < 4:
+        raise bad
+    ring = []
+    for p in points:
+        if not isinstance(p, (list, tuple)) or len(p) != 2:
+            raise bad
+        try:
+            lat, lon = (float(x) for x in p if not isinstance(x, bool))
+        except (TypeError, ValueError):
+            raise bad from None
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            raise _Invalid(f"point ({lat}, {lon}) is outside lat −90…90 / lon −180…180",
+                           f"点 ({lat}, {lon}) 超出纬度 −90…90 / 经度 −180…180")
+        ring.append((lat, lon))
+    if ring[0] != ring[-1]:
+        raise bad
+    return tuple(ring)
+
+
+# ---------------------------------------------------------------- rows
+
+REQUIRED, OPTIONAL = True, False
+Spec = dict[str, tuple[Callable[[Any], Any], bool]]
+SPECS: dict[str, Spec] = {
+    "regions": {"code": (_code, REQUIRED), "name": (_text, REQUIRED), "kind": (_text, OPTIONAL),
+                "parent": (_code, OPTIONAL), "polygon": (_polygon, OPTIONAL)},
+    "people": {"id": (_id, REQUIRED), "name": (_text, REQUIRED), "region": (_code, REQUIRED),
+               "roles": (_list_of(_role), REQUIRED), "phone": (_phone, OPTIONAL),
+               "language": (_language, OPTIONAL), "backup": (_id, OPTIONAL)},
+    "households": {"id": (_id, REQUIRED), "grid": (_grid, REQUIRED),
+                   "address": (lambda v: _text(v, 400), REQUIRED), "phone": (_phone, OPTIONAL),
+                   "vulnerable": (_bool, OPTIONAL)},
+    "speakers": {"id": (_id, REQUIRED), "grid": (_grid, REQUIRED)},
+    "subscribers": {"id": (_id, REQUIRED), "url": (_url, REQUIRED), "secret": (_secret, REQUIRED),
+                    "format": (_format, OPTIONAL), "regions": (_list_of(_filter_code), OPTIONAL),
+                    "levels": (_list_of(_level), OPTIONAL), "events": (_list_of(_event), OPTIONAL),
+                    "statuses": (_list_of(_status), OPTIONAL), "public": (_bool, OPTIONAL),
+                    "active": (_bool, OPTIONAL)},
+}
+
+
+def _problem(where: Where, name: str, en: str, zh: str) -> Problem:
+    return Problem(where.at(name), en, zh)
+
+
+def _region_rules(v: dict[str, Any], where: Where, problems: list[Problem]) -> None:
+    code, kind = v["code"], region_kind(v["code"])
+    if v.get("kind") not in (None, kind):
+        problems.append(_problem(where, "kind", f"kind {v['kind']!r} does not match code {code} (a {kind})",
+                                 f"类型 {v['kind']!r} 与代码 {code}（{kind}）不符"))
+    v["kind"] = kind
+    parent = v.get("parent")
+    if parent is None:
+        return
+    if kind == "grid":
+        ok = parent == code[:12]
+    else:
+        ok = len(parent) < len(code) and code.startswith(parent) and region_kind(parent) != "grid"
+    if not ok:
+        problems.append(_problem(where, "parent", f"parent {parent} is not an enclosing region of {code} "
+                                 "(a grid's parent is its village: the first 12 digits)",
+                                 f"上级 {parent} 不是 {code} 的上级区划（网格的上级是其所在村：前 12 位）"))
+
+
+def parse_row(kind: str, raw: Mapping[Any, Any], where: Where, problems: list[Problem]) -> Entry | None:
+    """Validate one row; append its problems and return None if it has any."""
+    spec = SPECS[kind]
+    start = len(problems)
+    for key in raw:
+        if str(key) not in spec:
+            problems.append(_problem(where, str(key), f"unknown field; expected {', '.join(spec)}",
+                                     f"未知字段；可用字段：{', '.join(spec)}"))
+    values: dict[str, Any] = {}
+    for name, (conv, required) in spec.items():
+        try:
+            value = conv(raw.get(name))
+        except _Invalid as exc:
+            problems.append(_problem(where, name, exc.en, exc.zh))
+            continue
+        if value in (None, ()) and required:
+            problems.append(_problem(where, name, "is required", "为必填项"))
+        elif value is not None:
+            values[name] = value
+    if kind == "regions" and "code" in values:
+        _region_rules(values, where, problems)
+    if kind == "people" and "id" in values and values.get("backup") == values["id"]:
+        problems.append(_problem(where, "backup", "a person cannot be their own backup", "不能指定本人为 AB 角"))
+    return None if len(problems) > start else TYPES[kind](**values)
+
+
+def parse_entry(kind: str, raw: Mapping[str, Any]) -> Entry:
+    """Validate one entry from an API body; raise directory.invalid_row naming the fields."""
+    problems: list[Problem] = []
+    entry = parse_row(kind, raw, Where("", 0), problems)
+    if problems or entry is None:
+        raise WarndError("directory.invalid_row", problems)
+    return entry
+
+
+# ---------------------------------------------------------------- files
+
+class _LineDict(dict):
+    line = 0
+    field_lines: dict[str, int]
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct_map(loader: _Loader, node: yaml.MappingNode):  # noqa: ANN202
+    data = _LineDict()
+    data.line, data.field_lines = node.start_mark.line + 1, {}
+    yield data
+    loader.flatten_mapping(node)
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, (str, int)) or str(key) in data.field_lines:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate or invalid key {key!r}",
+                                                    key_node.start_mark)
+        data[str(key)] = loader.construct_object(value_node, deep=True)
+        data.field_lines[str(key)] = key_node.start_mark.line + 1
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
+
+Row = tuple[str, Where, Mapping[Any, Any]]  # kind, where, raw
+
+
+def _yaml_rows(path: Path, text: str, problems: list[Problem]) -> Iterable[Row]:
+    try:
+        doc = yaml.load(text, Loader=_Loader)  # noqa: S506 — a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        problems.append(Problem(f"{path.name}:{line}", f"not valid YAML: {exc}", f"不是有效的 YAML：{exc}"))
+        return
+    if doc is None:
+        return
+    if not isinstance(doc, dict):
+        problems.append(Problem(f"{path.name}:1", f"top level must be a mapping of {', '.join(KINDS)}",
+                                f"顶层须为映射，键为 {', '.join(KINDS)}"))
+        return
+    for kind, rows in doc.items():
+        top = Where(path.name, doc.field_lines.get(kind, 1))
+        if kind not in KINDS:
+            problems.append(Problem(f"{path.name}:{top.line}.{kind}", f"unknown section; expected {', '.join(KINDS)}",
+                                    f"未知分节；可用分节：{', '.join(KINDS)}"))
+            continue
+        if rows is None:
+            continue
+        if not isinstance(rows, list):
+            problems.append(Problem(f"{path.name}:{top.line}.{kind}", "must be a list", "须为列表"))
+            continue
+        for row in rows:
+            if not isinstance(row, _LineDict):
+                problems.append(Problem(f"{path.name}:{top.line}.{kind}", "every entry must be a mapping",
+                                        "每个条目须为映射"))
+                continue
+            yield kind, Where(path.name, row.line, row.field_lines), row
+
+
+def csv_kind(path: Path) -> str | None:
+    """The kind a CSV file holds, from its name: regions.csv, people*.csv, …"""
+    stem = path.name.lower()
+    return next((k for k in KINDS if stem.startswith(k)), None)
+
+
+def _csv_rows(path: Path, text: str, kind: str, problems: list[Problem]) -> Iterable[Row]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    end = 0
+    for cells in reader:
+        line, end = end + 1, reader.line_num
+        if not any(c.strip() for c in cells) or cells[0].lstrip().startswith("#"):
+            continue
+        if header is None:
+            header = [c.strip() for c in cells]
+            dupes = {h for h in header if header.count(h) > 1}
+            for h in sorted(dupes):
+                problems.append(Problem(f"{path.name}:{line}.{h}", "column appears twice", "列名重复"))
+            for h in header:
+                if h and h not in SPECS[kind]:
+                    columns = ", ".join(SPECS[kind])
+                    problems.append(Problem(f"{path.name}:{line}.{h}", f"unknown column; expected {columns}",
+                                            f"未知列；可用列：{columns}"))
+            continue
+        if len(cells) > len(header):
+            problems.append(Problem(f"{path.name}:{line}", f"{len(cells)} cells but {len(header)} columns",
+                                    f"有 {len(cells)} 个单元格，但只有 {len(header)} 列"))
+            continue
+        yield kind, Where(path.name, line), {h: c for h, c in zip(header, cells) if h in SPECS[kind]}
+
+
+def load_directory(paths: list[Path | tuple[Path, str]], *, kind: str | None = None,
+                   known: KnownIds | None = None) -> DirectoryData:
+    """Parse YAML and CSV files into one DirectoryData; raise on any bad row.
+
+    A CSV file's kind is `kind`, the kind paired with it in `paths`, or its
+    name. Given `known`, references are checked too (see check_references).
+    """
+    problems: list[Problem] = []
+    found: dict[str, list[Entry]] = {k: [] for k in KINDS}
+    sources: dict[tuple[str, str], Where] = {}
+    for item in paths:
+        path, file_kind = item if isinstance(item, tuple) else (item, kind)
+        path = Path(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(Problem(f"{path.name}:1", f"cannot read file (UTF-8 expected): {exc}",
+                                    f"无法读取文件（须为 UTF-8 编码）：{exc}"))
+            continue
+        if path.suffix.lower() in (".yaml", ".yml"):
+            rows = _yaml_rows(path, text, problems)
+        else:
+            file_kind = file_kind or csv_kind(path)
+            if file_kind not in KINDS:
+                problems.append(Problem(f"{path.name}:1", f"cannot tell which kind this file holds; name it "
+                                        f"{'/'.join(KINDS)}*.csv", f"无法判断文件内容类型；请命名为 {'/'.join(KINDS)}*.csv"))
+                continue
+            rows = _csv_rows(path, text, file_kind, problems)
+        for row_kind, where, raw in rows:
+            entry = parse_row(row_kind, raw, where, problems)
+            if entry is None:
+                continue
+            key = getattr(entry, KEYS[row_kind])
+            first = sources.get((row_kind, key))
+            if first is not None:
+                problems.append(_problem(where, KEYS[row_kind], f"duplicate {key} (first at {first.file}:{first.line})",
+                                         f"重复的 {key}（首次出现于 {first.file}:{first.line}）"))
+                continue
+            sources[(row_kind, key)] = where
+            found[row_kind].append(entry)
+    if problems:
+        raise WarndError("directory.invalid_row", problems)
+    data = DirectoryData(**{k: tuple(v) for k, v in found.items()}, sources=sources)  # type: ignore[arg-type]
+    return check_references(data, known) if known is not None else data
+
+
+# ---------------------------------------------------------------- references
+
+def wanted_references(data: DirectoryData) -> tuple[set[str], set[str]]:
+    """Region codes and person ids the data refers to but does not hold."""
+    codes = {r.code for r in data.regions}
+    people = {p.id for p in data.people}
+    want_codes: set[str] = set()
+    for r in data.regions:
+        if r.parent:
+            want_codes.add(r.parent)
+        else:
+            c = region_parent(r.code)
+            while c:
+                want_codes.add(c)
+                c = region_parent(c)
+    want_codes |= {p.region for p in data.people}
+    want_codes |= {h.grid for h in data.households} | {s.grid for s in data.speakers}
+    want_people = {p.backup for p in data.people if p.backup}
+    return want_codes - codes, want_people - people
+
+
+def check_references(data: DirectoryData, known: KnownIds) -> DirectoryData:
+    """Check that every reference resolves in the data or in `known`; fill in
+    missing parents with the nearest enclosing region. Raise
+    directory.unknown_reference listing every dangling reference."""
+    kinds = dict(known.regions) | {r.code: r.kind for r in data.regions}
+    people = set(known.people) | {p.id for p in data.people}
+    problems: list[Problem] = []
+
+    def missing(kind: str, key: str, name: str, en: str, zh: str) -> None:
+        problems.append(Problem(data.where(kind, key, name), en, zh))
+
+    regions = []
+    for r in data.regions:
+        parent = r.parent
+        if parent is None and r.kind == "grid":
+            parent = r.code[:12]
+        if parent is None:
+            c = region_parent(r.code)
+            while c and c not in kinds:
+                c = region_parent(c)
+            parent = c
+        elif parent not in kinds:
+            what = "village" if r.kind == "grid" else "parent region"
+            missing("regions", r.code, "parent", f"{what} {parent} does not exist",
+                    f"{'所属村' if r.kind == 'grid' else '上级区划'} {parent} 不存在")
+        regions.append(r if parent == r.parent else Region(r.code, r.name, r.kind, parent, r.polygon))
+    for p in data.people:
+        if p.region not in kinds:
+            missing("people", p.id, "region", f"region {p.region} does not exist", f"区划 {p.region} 不存在")
+        if p.backup and p.backup not in people:
+            missing("people", p.id, "backup", f"backup person {p.backup} does not exist", f"AB 角人员 {p.backup} 不存在")
+    for kind, rows in (("households", data.households), ("speakers", data.speakers)):
+        for h in rows:
+            if kinds.get(h.grid) != "grid":
+                missing(kind, h.id, "grid", f"grid {h.grid} does not exist", f"网格 {h.grid} 不存在")
+    if problems:
+        raise WarndError("directory.unknown_reference", problems)
+    return DirectoryData(tuple(regions), data.people, data.households, data.speakers, data.subscribers,
+                         data.sources)

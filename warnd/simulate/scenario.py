@@ -1,0 +1,428 @@
+"""Scenario files for `warnd simulate`: read, validate, and resolve into what the runner plays.
+
+Validation has two layers, both reported with the path of the offending value:
+the JSON Schema (`scenario.schema.json`, the shape) and the meaning (the
+directory parses, people and speakers named in behaviours exist, timeline
+references point to earlier entries, CAP files are accepted as the API would
+accept them, config overrides are a valid warnd configuration).
+
+Shares are resolved here, once, with the scenario's seeded RNG: the same file and
+seed always give every person and speaker the same behaviour.
+"""
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+from pydantic import ValidationError
+
+from warnd.config import Config
+from warnd.domain.errors import WarndError
+from warnd.ingest.directory import DirectoryData, KnownIds, load_directory
+from warnd.sim.speakers import Behaviour as SpeakerBehaviour
+from warnd.sim.twilio_behaviour import Behaviour as PhoneBehaviour
+from warnd.sim.twilio_behaviour import Faults, Reply
+from warnd.simulate import cap
+
+DEFAULT_SPEED = 10.0
+DEFAULT_DEPARTMENT = "县气象局"
+DEFAULT_EXPIRES = 6 * 3600.0
+DEFAULT_SETTLE = 300.0
+PERSON_SPANS = ("reply_after", "answer_after", "press_after", "hangup_after", "deliver_after")
+PASS_THROUGH = ("answer_after", "press", "press_after", "hangup_after", "deliver_after", "call", "sms",
+                "phone_off")
+
+
+class ScenarioError(Exception):
+    """A scenario that cannot run: every problem names where it is (`timeline[2].at`)."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return "\n".join(f"{self.source}: {where or '(top)'}: {what}" for where, what in self.problems)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One CAP message to issue: a file, inline CAP JSON, or a template (see `cap`)."""
+
+    cap: str | dict | None = None
+    template: str | None = None
+    level: str | None = None
+    areas: tuple[str, ...] = ()
+    expires_after: float = DEFAULT_EXPIRES
+    headline: str | None = None
+    instruction: str | None = None
+    status: str = "Actual"
+
+
+@dataclass(frozen=True)
+class Step:
+    at: float  # simulated seconds from the start
+    action: str  # issue / update / cancel
+    name: str
+    department: str
+    source: Source | None  # None: a cancel built from what it cancels
+    target: str | None = None  # update / cancel: the name of an earlier step
+    where: str = ""  # timeline[i], for messages
+
+
+@dataclass(frozen=True)
+class Crash:
+    at: float
+    restart_after: float  # simulated seconds the node stays dead
+
+
+@dataclass(frozen=True)
+class DoorToDoor:
+    visit_after: float = 60.0  # per household
+    start_after: float = 120.0  # from the list's SMS to the first door
+    mark: str = "notified"
+
+
+@dataclass(frozen=True)
+class SubscriberBehaviour:
+    down_from: float = 0.0
+    down_for: float = 0.0
+    latency: float = 0.0
+    fail_rate: float = 0.0
+    status: int | None = None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    source: str  # the file's name, for messages
+    base_dir: Path
+    seed: int
+    speed: float
+    department: str
+    directory: DirectoryData
+    config: dict[str, Any]
+    phones: dict[str, PhoneBehaviour]  # E.164 → what the simulator plays for it
+    person_groups: dict[str, str]  # person id → the behaviour it got ("default", "groups[0]", its id)
+    speakers: dict[str, SpeakerBehaviour]
+    speaker_default: SpeakerBehaviour
+    multiplexed: bool | None
+    faults: Faults
+    subscribers: dict[str, SubscriberBehaviour]
+    door_to_door: DoorToDoor | None
+    timeline: tuple[Step, ...]
+    crash: Crash | None
+    end_at: float | None
+    end_max: float
+    settle: float
+    description: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+def seconds(value: float | int | str) -> float:
+    """90, "01:30" or "00:01:30" → 90.0."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    total = 0.0
+    for part in value.split(":"):
+        total = total * 60 + int(part)
+    return total
+
+
+@cache
+def schema() -> dict:
+    return json.loads(resources.files("warnd.simulate").joinpath("scenario.schema.json").read_text("utf-8"))
+
+
+def _path(parts: Any) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def schema_problems(data: Any) -> list[tuple[str, str]]:
+    validator = Draft202012Validator(schema())
+    problems = []
+    for err in sorted(validator.iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.message)):
+        deepest = err
+        # oneOf: when an alternative got further into the value, its complaint says the most
+        while deepest.context and max(len(e.absolute_path) for e in deepest.context) > len(deepest.absolute_path):
+            deepest = max(deepest.context, key=lambda e: len(e.absolute_path))
+        problems.append((_path(deepest.absolute_path) or _path(err.absolute_path), _message(deepest)))
+    return problems
+
+
+def _message(err: Any) -> str:
+    if err.validator in ("additionalProperties", "unevaluatedProperties"):
+        return err.message.replace("were unexpected", "are not known").replace("was unexpected", "is not known")
+    if err.validator in ("oneOf", "anyOf"):
+        expected = err.schema.get("description") if isinstance(err.schema, dict) else None
+        if not expected:
+            expected = " or ".join(sorted({e.message.split(" is ", 1)[-1] for e in err.context}))
+        return f"{err.instance!r} is not valid here; expected: {expected}"
+    return err.message
+
+
+def load(path: str | Path) -> Scenario:
+    """Read a scenario file; raise ScenarioError naming every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(str(path), [("", f"cannot read the file: {exc}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else ""
+        raise ScenarioError(str(path), [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    return from_data(data, base_dir=path.resolve().parent, source=str(path))
+
+
+def from_data(data: Any, *, base_dir: Path, source: str) -> Scenario:
+    problems = schema_problems(data)
+    if problems:
+        raise ScenarioError(source, problems)
+    return _Resolver(data, base_dir, source).resolve()
+
+
+class _Resolver:
+    def __init__(self, data: dict, base_dir: Path, source: str) -> None:
+        self.data, self.base_dir, self.source = data, base_dir, source
+        self.problems: list[tuple[str, str]] = []
+        self.seed = int(data.get("seed", 1))
+        self.rng = random.Random(self.seed)
+
+    def fail(self, where: str, what: str) -> None:
+        self.problems.append((where, what))
+
+    def resolve(self) -> Scenario:
+        d = self.data
+        directory = self.directory(d["directory"])
+        behaviours = d.get("behaviours") or {}
+        phones, groups = self.people(behaviours.get("people") or {}, directory)
+        speakers, speaker_default, multiplexed = self.speakers(behaviours.get("speakers") or {}, directory)
+        subscribers = self.subscribers(behaviours.get("subscribers") or {}, directory)
+        faults = self.faults(behaviours.get("provider") or {})
+        self.config(d.get("config") or {})
+        department = d.get("department", DEFAULT_DEPARTMENT)
+        timeline = self.timeline(d["timeline"], department, directory)
+        crash = None
+        if "crash" in d:
+            crash = Crash(seconds(d["crash"]["at"]), float(d["crash"].get("restart_after", 5.0)))
+        door = d.get("door_to_door", {})
+        door_to_door = None if door is False else DoorToDoor(**{k: (seconds(v) if k != "mark" else v)
+                                                                for k, v in door.items()})
+        end = d.get("end") or {}
+        last = max((s.at for s in timeline), default=0.0)
+        end_at = seconds(end["at"]) if "at" in end else None
+        end_max = seconds(end["max"]) if "max" in end else (end_at if end_at is not None else last + 3600.0)
+        if end_max < last:
+            self.fail("end.max", f"ends at {end_max:g} s, before the last timeline entry at {last:g} s")
+        if self.problems:
+            raise ScenarioError(self.source, self.problems)
+        return Scenario(self.source, self.base_dir, self.seed, float(d.get("speed", DEFAULT_SPEED)), department,
+                        directory, d.get("config") or {}, phones, groups, speakers, speaker_default, multiplexed,
+                        faults, subscribers, door_to_door, timeline, crash, end_at, end_max,
+                        float(end.get("settle", DEFAULT_SETTLE)), d.get("description", ""), d)
+
+    # -- the directory --
+
+    def directory(self, spec: Any) -> DirectoryData:
+        if isinstance(spec, dict) and "generate" in spec:
+            from warnd.simulate.demo import generate_directory
+            spec = generate_directory(**spec["generate"])
+        try:
+            if isinstance(spec, list):
+                paths = []
+                for i, name in enumerate(spec):
+                    p = (self.base_dir / name).resolve()
+                    if not p.is_file():
+                        self.fail(f"directory[{i}]", f"no such file: {p}")
+                    paths.append(p)
+                if self.problems:
+                    return DirectoryData()
+                return load_directory(paths, known=KnownIds())
+            with tempfile.TemporaryDirectory(prefix="warnd-scenario-") as tmp:
+                inline = Path(tmp) / "directory.yaml"
+                inline.write_text(yaml.safe_dump(spec, allow_unicode=True, sort_keys=False), encoding="utf-8")
+                return load_directory([inline], known=KnownIds())
+        except WarndError as err:
+            for p in err.problems:
+                self.fail("directory", f"{p.field}: {p.detail_en}")
+            return DirectoryData()
+
+    # -- behaviours --
+
+    def people(self, spec: dict, directory: DirectoryData) -> tuple[dict[str, PhoneBehaviour], dict[str, str]]:
+        people = [p for p in directory.people if p.phone]
+        default = spec.get("default", {})
+        chosen: dict[str, tuple[str, dict]] = {p.id: ("default", default) for p in people}
+        for i, group in enumerate(spec.get("groups") or []):
+            roles = set(group.get("roles") or ())
+            matching = [p for p in people if not roles or roles & set(p.roles)]
+            free = [p for p in matching if chosen[p.id][0] == "default"]
+            n = round(group["share"] * len(matching))
+            if n > len(free):
+                self.fail(f"behaviours.people.groups[{i}].share",
+                          f"{n} people wanted but only {len(free)} of {len(matching)} are not in an earlier group")
+                n = len(free)
+            settings = {k: v for k, v in group.items() if k not in ("share", "roles")}
+            for p in self.rng.sample(free, n):
+                chosen[p.id] = (f"groups[{i}]", {**default, **settings})
+        by_phone = {p.phone: p for p in people}
+        by_id = {p.id: p for p in people}
+        for key, settings in spec.items():
+            if key in ("default", "groups"):
+                continue
+            person = by_id.get(key) or by_phone.get(key)
+            if person is None:
+                self.fail(f"behaviours.people.{key}", "no person with this id or phone (with a phone) in the directory")
+                continue
+            chosen[person.id] = (key, {**default, **settings})
+        phones: dict[str, PhoneBehaviour] = {}
+        for p in people:
+            label, settings = chosen[p.id]
+            try:
+                phones[p.phone] = self.phone(settings)
+            except ValueError as exc:
+                self.fail(f"behaviours.people.{label}", str(exc))
+        return phones, {pid: label for pid, (label, _) in chosen.items()}
+
+    def span(self, value: Any) -> float:
+        if isinstance(value, list):
+            low, high = sorted(map(float, value))
+            return round(self.rng.uniform(low, high), 1)
+        return float(value)
+
+    def phone(self, s: dict) -> PhoneBehaviour:
+        """A person's behaviour in the scenario's words → the Twilio simulator's per-number behaviour."""
+        values: dict[str, Any] = {}
+        for key in PASS_THROUGH:
+            if key in s and s[key] is not None:
+                values[key] = self.span(s[key]) if key in PERSON_SPANS else s[key]
+        if "press" in s and s["press"] is None:
+            values["press"] = None
+        if s.get("reply_after") is not None and not s.get("never"):
+            values["reply"] = Reply(after=self.span(s["reply_after"]), text=str(s.get("text", "1")))
+        if s.get("never"):
+            values["call"] = "no-answer"
+            values.pop("press", None)
+        if s.get("invalid"):
+            values["sms"] = values["call"] = "invalid"
+        return PhoneBehaviour(**values)
+
+    def speakers(self, spec: dict, directory: DirectoryData
+                 ) -> tuple[dict[str, SpeakerBehaviour], SpeakerBehaviour, bool | None]:
+        ids = [s.id for s in directory.speakers]
+        default = spec.get("default", {})
+        chosen: dict[str, dict] = {}
+        for i, group in enumerate(spec.get("groups") or []):
+            free = [sid for sid in ids if sid not in chosen]
+            n = round(group["share"] * len(ids))
+            if n > len(free):
+                self.fail(f"behaviours.speakers.groups[{i}].share",
+                          f"{n} speakers wanted but only {len(free)} are not in an earlier group")
+                n = len(free)
+            settings = {k: v for k, v in group.items() if k != "share"}
+            for sid in self.rng.sample(free, n):
+                chosen[sid] = {**default, **settings}
+        known = set(ids)
+        for key, settings in spec.items():
+            if key in ("default", "groups", "multiplexed"):
+                continue
+            if key not in known:
+                self.fail(f"behaviours.speakers.{key}", "no speaker with this id in the directory")
+                continue
+            chosen[key] = {**default, **settings}
+        return ({sid: SpeakerBehaviour.from_dict(s) for sid, s in chosen.items()},
+                SpeakerBehaviour.from_dict(default), spec.get("multiplexed"))
+
+    def subscribers(self, spec: dict, directory: DirectoryData) -> dict[str, SubscriberBehaviour]:
+        known = {s.id for s in directory.subscribers}
+        out = {}
+        for key, settings in spec.items():
+            if key not in known:
+                self.fail(f"behaviours.subscribers.{key}", "no subscriber with this id in the directory")
+                continue
+            values = dict(settings)
+            if "down_from" in values:
+                values["down_from"] = seconds(values["down_from"])
+            out[key] = SubscriberBehaviour(**values)
+        return out
+
+    def faults(self, spec: dict) -> Faults:
+        try:
+            return Faults.from_dict(spec)
+        except ValueError as exc:
+            self.fail("behaviours.provider", str(exc))
+            return Faults()
+
+    def config(self, overrides: dict) -> None:
+        try:
+            Config.model_validate(overrides)
+        except ValidationError as exc:
+            for e in exc.errors():
+                self.fail("config." + ".".join(str(p) for p in e["loc"]), e["msg"])
+
+    # -- the timeline --
+
+    def timeline(self, entries: list[dict], department: str, directory: DirectoryData) -> tuple[Step, ...]:
+        top = tuple(r.code for r in directory.regions if r.parent is None)
+        steps: list[Step] = []
+        names: dict[str, float] = {}
+        for i, e in enumerate(entries):
+            where = f"timeline[{i}]"
+            at = seconds(e["at"])
+            action = next(a for a in ("issue", "update", "cancel") if a in e)
+            name = e.get("name") or f"step{i + 1}"
+            if name in names:
+                self.fail(f"{where}.name", f"{name!r} is already the name of an earlier entry")
+            target = None
+            if action != "issue":
+                target = e[action]
+                if target not in names:
+                    self.fail(f"{where}.{action}", f"no earlier entry is named {target!r}")
+                elif names[target] > at:
+                    self.fail(f"{where}.at", f"comes before {target!r} (at {names[target]:g} s), which it refers to")
+            elif "with" in e:
+                self.fail(f"{where}.with", "only update and cancel take `with`; put the message in `issue`")
+            raw = e.get("issue") if action == "issue" else e.get("with")
+            if action == "update" and raw is None:
+                self.fail(f"{where}.with", "an update needs the new message: with: {cap: …} or {template: …}")
+            source = self.message(raw, f"{where}.{'issue' if action == 'issue' else 'with'}", top) if raw else None
+            names[name] = at
+            steps.append(Step(at, action, name, e.get("as", department), source, target, where))
+        return tuple(sorted(steps, key=lambda s: s.at))
+
+    def message(self, raw: dict, where: str, top: tuple[str, ...]) -> Source:
+        values = dict(raw)
+        if "expires_after" in values:
+            values["expires_after"] = seconds(values["expires_after"])
+        values["areas"] = tuple(values.get("areas") or (() if "cap" in values else top))
+        source = Source(**values)
+        if source.cap is not None:
+            try:
+                cap.parse_cap(source.cap, self.base_dir)
+            except cap.CapError as exc:
+                self.fail(f"{where}.cap", str(exc))
+        elif source.template is not None:
+            event, _ = cap.split_template(source.template, source.level)
+            if event not in cap.EVENTS:
+                self.fail(f"{where}.template", f"unknown template {source.template!r}; templates are "
+                          f"{', '.join(sorted(cap.EVENTS))}, optionally prefixed by a level (red-rainstorm)")
+        return source
+
+
+def packaged(name: str) -> Path:
+    """A scenario shipped with warnd (warnd/simulate/scenarios/NAME)."""
+    return Path(str(resources.files("warnd.simulate").joinpath("scenarios", name)))
+

@@ -1,0 +1,239 @@
+"""The database handle: one async SQLAlchemy engine, SQLite (WAL) or PostgreSQL.
+
+The small dialect differences live here and nowhere else:
+- SQLite: WAL, synchronous=FULL (a commit survives a crash of the process and
+  of the machine), a busy timeout, and write transactions that start with
+  BEGIN IMMEDIATE so two writers queue instead of failing on lock upgrade.
+  The writers of one process queue in the event loop, not in SQLite.
+- PostgreSQL: claims use FOR UPDATE SKIP LOCKED (see deliveries.py).
+- The dispatcher's hot path (`transact`) runs whole transactions of
+  `Prepared` statements on a database thread, with the plain DB-API driver;
+  values take the driver's form: `stamp`/`unstamp` for times, `unjson` for JSON.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator, Iterator, TypeVar
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.expression import Executable
+
+SQLITE_BUSY_MS = 30_000
+T = TypeVar("T")
+
+
+def async_url(url: str) -> str:
+    """Map a plain URL to the async driver warnd uses (sqlite → aiosqlite, postgresql → psycopg)."""
+    u = make_url(url)
+    if u.drivername in ("sqlite", "sqlite+pysqlite"):
+        u = u.set(drivername="sqlite+aiosqlite")
+    elif u.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+        u = u.set(drivername="postgresql+psycopg")
+    return u.render_as_string(hide_password=False)
+
+
+def sync_url(url: str) -> str:
+    """The synchronous twin of a URL, for Alembic."""
+    u = make_url(async_url(url))
+    if u.drivername == "sqlite+aiosqlite":
+        u = u.set(drivername="sqlite")
+    return u.render_as_string(hide_password=False)
+
+
+class Database:
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = async_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        self._sqlite_writes = asyncio.Lock()
+        if self.is_sqlite:
+            self.engine: AsyncEngine = create_async_engine(
+                self.url, pool_size=4, max_overflow=0,
+                connect_args={"timeout": SQLITE_BUSY_MS / 1000})
+            _sqlite_pragmas(self.engine.sync_engine)
+            _sqlite_begin(self.engine.sync_engine)
+            # One connection on one thread: no pre-ping (a broken one is discarded on error).
+            self._hot_engine = create_engine(sync_url(url), pool_size=1, max_overflow=0,
+                                             connect_args={"timeout": SQLITE_BUSY_MS / 1000})
+            _sqlite_pragmas(self._hot_engine)
+        else:
+            self.engine = create_async_engine(self.url, pool_size=pool_size, max_overflow=pool_size,
+                                              pool_pre_ping=True)
+            self._hot_engine = create_engine(sync_url(url), pool_size=1, max_overflow=0)
+        self._hot_thread: ThreadPoolExecutor | None = None
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A read-write transaction: committed on exit, rolled back on error.
+
+        SQLite has one writer at a time, and a writer that finds the lock taken sleeps
+        in SQLite's busy handler, in steps of up to 100 ms: during a fan-out, claims
+        waited 5-190 ms behind result writes and the sweeps. Queued here, in the event
+        loop, each starts the moment the one before commits. (Other processes, such as
+        the CLI, still meet the busy handler.)
+        """
+        if not self.is_sqlite:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._sqlite_writes, self.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction (no write lock on SQLite)."""
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(warnd_readonly=True)
+            async with conn.begin():
+                yield conn
+
+    async def close(self) -> None:
+        if self._hot_thread is not None:  # its connection is closed on the thread that made it
+            await asyncio.get_running_loop().run_in_executor(self._hot_thread, self._hot_engine.dispose)
+            self._hot_thread.shutdown()
+            self._hot_thread = None
+        self._hot_engine.dispose()
+        await self.engine.dispose()
+
+    # -- the hot path: whole transactions on a database thread --
+
+    def prepare(self, statement: Executable) -> "Prepared":
+        return Prepared(self._hot_engine.dialect, statement)
+
+    async def transact(self, work: Callable[["Tx"], T]) -> T:
+        """Run `work` in one write transaction on the database thread; committed when it returns.
+
+        For the dispatcher's claims and results, thousands a minute. Through the async
+        engine every statement was a round trip to aiosqlite's thread (or to the server)
+        whose answer waited for a turn of the event loop, and a turn during a fan-out is
+        2-15 ms of sends: a claim took 15-40 ms, and the senders ran dry. Here the loop
+        waits once per transaction. `work` runs on another thread: it may only use `Tx`
+        and values it was given.
+        """
+        if self._hot_thread is None:
+            self._hot_thread = ThreadPoolExecutor(1, thread_name_prefix="warnd-db")
+        loop = asyncio.get_running_loop()
+        async with self._sqlite_writes if self.is_sqlite else contextlib.nullcontext():
+            return await loop.run_in_executor(self._hot_thread, self._transact, work)
+
+    def _transact(self, work: Callable[["Tx"], T]) -> T:
+        conn = self._hot_engine.raw_connection()
+        try:
+            if self.is_sqlite:
+                conn.cursor().execute("BEGIN IMMEDIATE")
+            result = work(Tx(conn, pipeline=not self.is_sqlite))
+            conn.commit()
+            return result
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.rollback()
+            conn.invalidate()  # a fresh connection next time, should this one be broken
+            raise
+        finally:
+            conn.close()
+
+    def stamp(self, moment: datetime) -> Any:
+        """An aware datetime as the driver stores it (what UTCDateTime and the dialect would bind)."""
+        if moment.tzinfo is not timezone.utc:
+            moment = moment.astimezone(timezone.utc)
+        if self.is_sqlite:  # SQLAlchemy's SQLite DATETIME text: naive UTC, always with microseconds
+            return moment.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
+        return moment
+
+    def unstamp(self, value: Any) -> datetime | None:
+        """A stored time as an aware UTC datetime."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+    def unjson(self, value: Any) -> Any:
+        """A JSON column's value: SQLite hands back the text, psycopg the parsed value."""
+        if not self.is_sqlite or value is None or value == "null":  # SQLAlchemy stores None as null
+            return None if value == "null" else value
+        return json.loads(value)
+
+
+class Prepared:
+    """A Core statement compiled once, for `Tx` to run with the DB-API driver.
+
+    Going through SQLAlchemy's execution for every claim and every batch of
+    results (cache key, bind and result processing) cost the dispatcher more than
+    the sends did. Parameters are given by bind name, already in the driver's form
+    (`Database.stamp`); rows come back as the driver's tuples. Statements with an
+    expanding IN cannot be prepared.
+    """
+
+    def __init__(self, dialect: Any, statement: Executable) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self._defaults = compiled.params  # the statement's own values; a call gives the others
+        # qmark (SQLite): the values in the order of the placeholders; pyformat (psycopg): by name
+        order = tuple(compiled.positiontup) if compiled.positional else ()
+        self._pick = (operator.itemgetter(*order) if len(order) > 1
+                      else (lambda values: (values[order[0]],)) if order else None)
+
+    def params(self, params: Mapping[str, Any]) -> Any:
+        values = {**self._defaults, **params}
+        return values if self._pick is None else self._pick(values)
+
+
+class Tx:
+    """The open transaction of `Database.transact` (on the database thread)."""
+
+    def __init__(self, conn: Any, *, pipeline: bool) -> None:
+        self._conn = conn  # the DB-API connection
+        self._pipeline = pipeline
+
+    @contextlib.contextmanager
+    def together(self) -> Iterator[None]:
+        """Statements sent as one batch: a single round trip to PostgreSQL (pipeline mode).
+
+        Within, `many` gives its cursor, whose rowcount is known once the block is left.
+        """
+        if not self._pipeline:
+            yield
+            return
+        with self._conn.driver_connection.pipeline():
+            yield
+
+    def rows(self, statement: Prepared, params: Mapping[str, Any]) -> list[tuple]:
+        """One statement; the rows it returns."""
+        cursor = self._conn.cursor()
+        cursor.execute(statement.sql, statement.params(params))
+        return cursor.fetchall()
+
+    def many(self, statement: Prepared, params: Sequence[Mapping[str, Any]]) -> Any:
+        """One statement per parameter set; the cursor (its rowcount: the rows changed in all)."""
+        cursor = self._conn.cursor()
+        if params:
+            cursor.executemany(statement.sql, [statement.params(p) for p in params])
+        return cursor
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record) -> None:  # noqa: ANN001
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+
+def _sqlite_begin(engine: Engine) -> None:
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn) -> None:  # noqa: ANN001
+        readonly = conn.get_execution_options().get("warnd_readonly", False)
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")

@@ -1,0 +1,339 @@
+"""The directory store: regions, people, households, speakers and webhook subscribers.
+
+Imports are one transaction: references are resolved against the data and the
+database first, then only new or changed rows are upserted, so re-importing
+the same files changes nothing (and keeps `updated_at`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from warnd.clock import Clock
+from warnd.domain.directory import Household, Person, Region, Speaker, Subscriber
+from warnd.domain.errors import Problem, WarndError, error
+from warnd.domain.urlsafety import check_url_async
+from warnd.ingest.directory import KEYS, KINDS, TYPES, DirectoryData, Entry, KnownIds, Where, check_references, \
+    wanted_references
+from warnd.store import schema
+from warnd.store.database import Database
+
+TABLES: dict[str, sa.Table] = {"regions": schema.regions, "people": schema.people,
+                               "households": schema.households, "speakers": schema.speakers,
+                               "subscribers": schema.subscribers}
+CHUNK = 500  # values per IN (…) list; far below SQLite's and PostgreSQL's bind limits
+
+
+def upsert(db: Database, table: sa.Table, key: str) -> Any:
+    """INSERT … ON CONFLICT (key) DO UPDATE for the database's dialect."""
+    stmt = (sqlite.insert if db.is_sqlite else postgresql.insert)(table)
+    return stmt.on_conflict_do_update(index_elements=[table.c[key]],
+                                      set_={c.name: stmt.excluded[c.name] for c in table.c if c.name != key})
+
+
+def _to_row(entry: Entry) -> dict[str, Any]:
+    row = dataclasses.asdict(entry)
+    for name, value in row.items():
+        if isinstance(value, tuple):
+            row[name] = [list(v) if isinstance(v, tuple) else v for v in value]
+    if isinstance(entry, Region) and entry.polygon is None:
+        row["polygon"] = sa.null()  # SQL NULL, not JSON null, so "polygon IS NOT NULL" works
+    return row
+
+
+def _from_row(kind: str, row: Any) -> Entry:
+    cls = TYPES[kind]
+    values = {}
+    for f in dataclasses.fields(cls):
+        v = row._mapping[f.name]
+        if isinstance(v, list):
+            v = tuple(tuple(x) if isinstance(x, list) else x for x in v)
+        values[f.name] = v
+    return cls(**values)
+
+
+def redacted(sub: Subscriber) -> dict[str, Any]:
+    """A subscriber as JSON-ready data without its secret (for list and get endpoints)."""
+    out = dataclasses.asdict(sub)
+    del out["secret"]
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def _chunks(values: Iterable[str]) -> Iterable[list[str]]:
+    items = sorted(set(values))
+    for i in range(0, len(items), CHUNK):
+        yield items[i:i + CHUNK]
+
+
+def _not_found(kind: str, key: str) -> WarndError:
+    return error("directory.not_found", KEYS[kind], f"no {kind} entry {key}", f"名录中没有 {key}")
+
+
+def _in_use(field: str, en: str, zh: str) -> WarndError:
+    return WarndError("request.invalid", [Problem(field, en, zh)])
+
+
+class DirectoryStore:
+    def __init__(self, db: Database, clock: Clock, *, allow_private_urls: bool = False) -> None:
+        self._db = db
+        self._clock = clock
+        self._allow_private_urls = allow_private_urls
+
+    # ------------------------------------------------------------ import
+
+    async def import_data(self, data: DirectoryData) -> dict[str, int]:
+        """Upsert everything in one transaction; counts per `kind.inserted|updated|unchanged`."""
+        await self._check_urls(data)
+        counts = {f"{k}.{o}": 0 for k in KINDS for o in ("inserted", "updated", "unchanged")}
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            data = await self._resolve(conn, data)
+            for kind in KINDS:
+                entries: Sequence[Entry] = getattr(data, kind)
+                key = KEYS[kind]
+                existing = await self._fetch(conn, kind, [getattr(e, key) for e in entries])
+                rows = []
+                for e in entries:
+                    old = existing.get(getattr(e, key))
+                    outcome = "inserted" if old is None else "unchanged" if old == e else "updated"
+                    counts[f"{kind}.{outcome}"] += 1
+                    if outcome != "unchanged":
+                        rows.append(_to_row(e) | {"updated_at": now})
+                if rows:
+                    await conn.execute(upsert(self._db, TABLES[kind], key), rows)
+        return counts
+
+    async def _check_urls(self, data: DirectoryData) -> None:
+        problems: list[Problem] = []
+        for sub in data.subscribers:
+            try:
+                await check_url_async(sub.url, allow_private=self._allow_private_urls)
+            except WarndError as exc:
+                p = exc.problems[0]
+                problems.append(Problem(data.where("subscribers", sub.id, "url"), p.detail_en, p.detail_zh))
+        if problems:
+            raise WarndError("directory.unsafe_url", problems)
+
+    async def _resolve(self, conn: AsyncConnection, data: DirectoryData) -> DirectoryData:
+        codes, person_ids = wanted_references(data)
+        regions: dict[str, str] = {}
+        for chunk in _chunks(codes):
+            t = schema.regions
+            for code, kind in await conn.execute(sa.select(t.c.code, t.c.kind).where(t.c.code.in_(chunk))):
+                regions[code] = kind
+        people: set[str] = set()
+        for chunk in _chunks(person_ids):
+            t = schema.people
+            people |= set((await conn.execute(sa.select(t.c.id).where(t.c.id.in_(chunk)))).scalars())
+        return check_references(data, KnownIds(regions, people))
+
+    async def _fetch(self, conn: AsyncConnection, kind: str, keys: Iterable[str]) -> dict[str, Entry]:
+        table, key = TABLES[kind], KEYS[kind]
+        out: dict[str, Entry] = {}
+        for chunk in _chunks(keys):
+            for row in await conn.execute(sa.select(table).where(table.c[key].in_(chunk))):
+                entry = _from_row(kind, row)
+                out[getattr(entry, key)] = entry
+        return out
+
+    # ------------------------------------------------------------ generic get / list / put / delete
+
+    async def _get(self, kind: str, key: str) -> Entry:
+        async with self._db.read() as conn:
+            found = await self._fetch(conn, kind, [key])
+        if key not in found:
+            raise _not_found(kind, key)
+        return found[key]
+
+    async def _list(self, kind: str, *where: Any, limit: int | None = None, after: str | None = None,
+                    order: Sequence[Any] = ()) -> list[Any]:
+        table = TABLES[kind]
+        key = table.c[KEYS[kind]]
+        stmt = sa.select(table).where(*where).order_by(*order, key)
+        if after is not None:
+            stmt = stmt.where(key > after)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        async with self._db.read() as conn:
+            return [_from_row(kind, row) for row in await conn.execute(stmt)]
+
+    async def _put(self, kind: str, entry: Entry) -> str:
+        """Insert or replace one entry; return "inserted", "updated" or "unchanged"."""
+        key = getattr(entry, KEYS[kind])  # problems then name bare fields, as parse_entry's do
+        counts = await self.import_data(DirectoryData(**{kind: (entry,)}, sources={(kind, key): Where("", 0)}))
+        return next(o for o in ("inserted", "updated", "unchanged") if counts[f"{kind}.{o}"])
+
+    async def _delete(self, kind: str, key: str, used_by: Sequence[tuple[str, str, str, str]] = ()) -> None:
+        """Delete one entry; refuse while a (kind, column) in `used_by` still refers to it."""
+        table = TABLES[kind]
+        async with self._db.write() as conn:
+            for ref_kind, column, en, zh in used_by:
+                ref_table = TABLES[ref_kind]
+                ref = (await conn.execute(sa.select(ref_table.c[KEYS[ref_kind]])
+                                          .where(ref_table.c[column] == key).limit(1))).scalar()
+                if ref is not None:
+                    raise _in_use(KEYS[kind], f"{key} is still used by {en} {ref}", f"{key} 仍被{zh} {ref} 引用")
+            result = await conn.execute(sa.delete(table).where(table.c[KEYS[kind]] == key))
+            if result.rowcount == 0:
+                raise _not_found(kind, key)
+
+    # ------------------------------------------------------------ regions
+
+    async def list_regions(self, parent: str | None = None, *, kind: str | None = None,
+                           limit: int | None = None, after: str | None = None) -> list[Region]:
+        t = schema.regions
+        where = []
+        if parent is not None:
+            where.append(t.c.parent == parent)
+        if kind is not None:
+            where.append(t.c.kind == kind)
+        return await self._list("regions", *where, limit=limit, after=after)
+
+    async def get_region(self, code: str) -> Region:
+        return await self._get("regions", code)  # type: ignore[return-value]
+
+    async def put_region(self, region: Region) -> str:
+        return await self._put("regions", region)
+
+    async def delete_region(self, code: str) -> None:
+        await self._delete("regions", code, [
+            ("regions", "parent", "region", "下级区划"), ("people", "region", "person", "人员"),
+            ("households", "grid", "household", "住户"), ("speakers", "grid", "speaker", "广播终端")])
+
+    # ------------------------------------------------------------ people
+
+    async def list_people(self, region: str | None = None, *, role: str | None = None,
+                          limit: int | None = None, after: str | None = None) -> list[Person]:
+        """People answering for `region` or any region inside it; optionally with `role`."""
+        t = schema.people
+        where = [t.c.region.startswith(region, autoescape=True)] if region else []
+        if role is None:
+            return await self._list("people", *where, limit=limit, after=after)  # type: ignore[return-value]
+        out: list[Person] = []
+        while limit is None or len(out) < limit:  # roles is a JSON list: filter here, page through
+            page = await self._list("people", *where, limit=CHUNK, after=after)
+            out += [p for p in page if role in p.roles]
+            if len(page) < CHUNK:
+                break
+            after = page[-1].id
+        return out[:limit] if limit is not None else out
+
+    async def get_person(self, id: str) -> Person:
+        return await self._get("people", id)  # type: ignore[return-value]
+
+    async def put_person(self, person: Person) -> str:
+        return await self._put("people", person)
+
+    async def delete_person(self, id: str) -> None:
+        await self._delete("people", id, [("people", "backup", "the backup of person", "人员（AB 角）")])
+
+    # ------------------------------------------------------------ households
+
+    async def list_households(self, grid: str | None = None, *, vulnerable: bool | None = None,
+                              limit: int | None = None, after: str | None = None) -> list[Household]:
+        t = schema.households
+        where = []
+        if grid is not None:
+            where.append(t.c.grid == grid)
+        if vulnerable is not None:
+            where.append(t.c.vulnerable == vulnerable)
+        return await self._list("households", *where, limit=limit, after=after)
+
+    async def get_household(self, id: str) -> Household:
+        return await self._get("households", id)  # type: ignore[return-value]
+
+    async def put_household(self, household: Household) -> str:
+        return await self._put("households", household)
+
+    async def delete_household(self, id: str) -> None:
+        await self._delete("households", id)
+
+    # ------------------------------------------------------------ speakers
+
+    async def list_speakers(self, grid: str | None = None, *, limit: int | None = None,
+                            after: str | None = None) -> list[Speaker]:
+        where = [schema.speakers.c.grid == grid] if grid is not None else []
+        return await self._list("speakers", *where, limit=limit, after=after)
+
+    async def get_speaker(self, id: str) -> Speaker:
+        return await self._get("speakers", id)  # type: ignore[return-value]
+
+    async def put_speaker(self, speaker: Speaker) -> str:
+        return await self._put("speakers", speaker)
+
+    async def delete_speaker(self, id: str) -> None:
+        await self._delete("speakers", id)
+
+    # ------------------------------------------------------------ subscribers (secrets included: use redacted())
+
+    async def list_subscribers(self, *, active: bool | None = None, limit: int | None = None,
+                               after: str | None = None) -> list[Subscriber]:
+        where = [schema.subscribers.c.active == active] if active is not None else []
+        return await self._list("subscribers", *where, limit=limit, after=after)
+
+    async def get_subscriber(self, id: str) -> Subscriber:
+        return await self._get("subscribers", id)  # type: ignore[return-value]
+
+    async def put_subscriber(self, sub: Subscriber) -> str:
+        """Checks the URL against the SSRF guard first (directory.unsafe_url)."""
+        return await self._put("subscribers", sub)
+
+    async def delete_subscriber(self, id: str) -> None:
+        await self._delete("subscribers", id)
+
+    # ------------------------------------------------------------ lookups for the planner
+
+    async def regions_within(self, codes: Iterable[str]) -> list[Region]:
+        """Every region whose code starts with one of `codes` ("*" = all), the regions themselves included."""
+        codes = sorted(set(codes))
+        if not codes:
+            return []
+        code = schema.regions.c.code
+        where = [] if "*" in codes else [sa.or_(*(code.startswith(c, autoescape=True) for c in codes))]
+        return await self._list("regions", *where)
+
+    async def regions_with_polygons(self) -> list[Region]:
+        regions = await self._list("regions", schema.regions.c.polygon.is_not(None))
+        return [r for r in regions if r.polygon]
+
+    async def people_in(self, region_codes: Iterable[str], roles: Iterable[str] | None = None) -> list[Person]:
+        """People answering for exactly these regions with any of `roles` (None or empty = any role)."""
+        wanted = set(roles or ())
+        out: list[Person] = []
+        for chunk in _chunks(region_codes):
+            out += await self._list("people", schema.people.c.region.in_(chunk))
+        return sorted((p for p in out if not wanted or wanted & set(p.roles)), key=lambda p: p.id)
+
+    async def people_by_ids(self, ids: Iterable[str]) -> list[Person]:
+        """The people with these ids, in the order given; unknown ids are left out."""
+        ids = list(dict.fromkeys(ids))
+        async with self._db.read() as conn:
+            found = await self._fetch(conn, "people", ids)
+        return [found[i] for i in ids if i in found]  # type: ignore[misc]
+
+    async def active_subscribers(self) -> list[Subscriber]:
+        return await self.list_subscribers(active=True)
+
+    async def speakers_in(self, grids: Iterable[str]) -> list[Speaker]:
+        out: list[Speaker] = []
+        for chunk in _chunks(grids):
+            out += await self._list("speakers", schema.speakers.c.grid.in_(chunk))
+        return sorted(out, key=lambda s: s.id)
+
+    async def households_in(self, grids: Iterable[str]) -> list[Household]:
+        """Households of these grids, vulnerable first (the door-to-door order), then by grid and id."""
+        out: list[Household] = []
+        for chunk in _chunks(grids):
+            out += await self._list("households", schema.households.c.grid.in_(chunk))
+        return sorted(out, key=lambda h: (not h.vulnerable, h.grid, h.id))
+
+    async def counts(self) -> dict[str, int]:
+        """Rows per kind."""
+        async with self._db.read() as conn:
+            return {kind: (await conn.execute(sa.select(sa.func.count()).select_from(TABLES[kind]))).scalar_one()
+                    for kind in KINDS}
+

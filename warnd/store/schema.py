@@ -1,0 +1,309 @@
+"""Tables. One schema for SQLite and PostgreSQL; migrations are generated from it.
+
+Times are stored as UTC `DateTime(timezone=True)`; JSON columns hold lists of
+codes and filters. Every mutable row that several nodes may race on has a
+`version` column for compare-and-set.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, ForeignKey, Index, Integer,
+                        MetaData, String, Table, Text, UniqueConstraint)
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes on both dialects (SQLite would otherwise drop the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:  # noqa: ANN001
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:  # noqa: ANN001
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+TS = UTCDateTime()
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL wants BIGINT.
+ID = BigInteger().with_variant(Integer(), "sqlite")
+
+tokens = Table(
+    "tokens", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("department", String(200), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("events", JSON, nullable=False),  # ["*"] or event names
+    Column("regions", JSON, nullable=False),  # ["*"] or region code prefixes
+    Column("max_level", Integer, nullable=False),
+    Column("admin", Boolean, nullable=False, default=False),
+    Column("created_at", TS, nullable=False),
+    Column("revoked_at", TS),
+)
+
+regions = Table(
+    "regions", metadata,
+    Column("code", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("kind", String(16), nullable=False),  # county / township / village / grid
+    Column("parent", String(32), index=True),
+    Column("polygon", JSON),  # [[lat, lon], …] closed ring, or null
+    Column("updated_at", TS, nullable=False),
+)
+
+people = Table(
+    "people", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("phone", String(32), index=True),  # replies are matched by the sender's number
+    Column("language", String(16), nullable=False, default="zh-CN"),
+    Column("region", String(32), nullable=False, index=True),
+    Column("roles", JSON, nullable=False),
+    Column("backup", String(64)),
+    Column("updated_at", TS, nullable=False),
+)
+
+households = Table(
+    "households", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("grid", String(32), nullable=False, index=True),
+    Column("address", String(400), nullable=False),
+    Column("phone", String(32)),
+    Column("vulnerable", Boolean, nullable=False, default=False),
+    Column("updated_at", TS, nullable=False),
+)
+
+speakers = Table(
+    "speakers", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("grid", String(32), nullable=False, index=True),
+    Column("updated_at", TS, nullable=False),
+)
+
+subscribers = Table(
+    "subscribers", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("url", String(2000), nullable=False),
+    Column("secret", String(200), nullable=False),
+    Column("format", String(8), nullable=False, default="cap"),  # cap | json
+    Column("regions", JSON, nullable=False),  # [] = all
+    Column("levels", JSON, nullable=False),
+    Column("events", JSON, nullable=False),
+    Column("statuses", JSON, nullable=False),
+    Column("public", Boolean, nullable=False, default=True),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("updated_at", TS, nullable=False),
+)
+
+warnings = Table(
+    "warnings", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("sender", String(400), nullable=False),
+    Column("identifier", String(400), nullable=False),
+    Column("sent", TS, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("msg_type", String(16), nullable=False),
+    Column("level", Integer, nullable=False),
+    Column("event", String(400), nullable=False),
+    Column("headline", Text),
+    Column("expires", TS),
+    Column("state", String(16), nullable=False),  # active / superseded / cancelled / expired / ended
+    Column("root_id", BigInteger, index=True),  # first warning of an update chain
+    Column("previous_id", BigInteger),
+    Column("department", String(200)),
+    Column("cap_xml", Text, nullable=False),
+    Column("notes", JSON, nullable=False),
+    Column("regions", JSON, nullable=False),  # resolved target region codes
+    Column("created_at", TS, nullable=False),
+    Column("version", Integer, nullable=False, default=1),
+    UniqueConstraint("sender", "identifier", name="uq_warnings_sender_identifier"),
+    Index("ix_warnings_state_expires", "state", "expires"),
+)
+
+deliveries = Table(
+    "deliveries", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("warning_id", BigInteger, ForeignKey("warnings.id"), nullable=False, index=True),
+    Column("channel", String(32), nullable=False),
+    Column("recipient_kind", String(16), nullable=False),  # person / subscriber / speaker / household
+    Column("recipient_id", String(64), nullable=False),
+    Column("grid", String(32)),  # the grid this send is for: a confirmation there stops it
+    Column("purpose", String(16), nullable=False, default="warning", server_default="warning"),  # warning / door_to_door / door_ask
+    Column("params", JSON),  # what the purpose needs, e.g. {"list_id": 7}
+    Column("address", String(2000), nullable=False),
+    Column("language", String(16), nullable=False),
+    Column("priority", Integer, nullable=False),  # the level: higher first
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", TS, nullable=False),
+    Column("expires", TS),
+    Column("claimed_by", String(200)),
+    Column("lease_until", TS),
+    Column("provider_ref", String(200)),
+    Column("last_code", String(64)),
+    Column("last_detail", Text),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Column("sent_at", TS),
+    Column("done_at", TS),
+    Column("version", Integer, nullable=False, default=1),
+    Index("ix_deliveries_due", "state", "channel", "priority", "next_attempt_at"),
+    Index("ix_deliveries_claim", "state", "lease_until"),
+)
+
+attempts = Table(
+    "delivery_attempts", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("delivery_id", BigInteger, ForeignKey("deliveries.id"), nullable=False, index=True),
+    Column("attempt", Integer, nullable=False),
+    Column("node", String(200), nullable=False),
+    Column("started_at", TS, nullable=False),
+    Column("finished_at", TS, nullable=False),
+    Column("outcome", String(16), nullable=False),  # delivered / sent / retry / failed / uncertain
+    Column("code", String(64)),
+    Column("detail", Text),
+)
+
+confirmations = Table(
+    "confirmations", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("warning_id", BigInteger, ForeignKey("warnings.id"), nullable=False, index=True),
+    Column("grid", String(32), nullable=False),
+    Column("person_id", String(64)),
+    Column("backup_id", String(64)),
+    Column("deadline", TS, nullable=False),
+    Column("state", String(16), nullable=False),  # open / confirmed / covered / closed
+    Column("created_at", TS),
+    Column("confirmed_at", TS),
+    Column("confirmed_by", String(64)),
+    Column("channel", String(32)),
+    Column("late", Boolean, nullable=False, default=False),
+    Column("closed_reason", String(32)),
+    Column("reason", Text),  # an operator's reason when recording on someone's behalf
+    Column("not_woken_at", TS),  # 未叫醒: on the list handed to the county centre
+    Column("covered_at", TS),  # every household marked by the door-to-door visit
+    Column("uncovered_at", TS),  # speakers offline or silent
+    Column("uncovered_reason", String(64)),
+    Column("version", Integer, nullable=False, default=1),
+    Index("ix_confirmations_open", "state", "deadline"),
+    # "must this recipient confirm?" is asked for every claimed person delivery
+    Index("ix_confirmations_person", "warning_id", "person_id"),
+    Index("ix_confirmations_backup", "warning_id", "backup_id"),
+)
+
+audit = Table(
+    "audit_log", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("at", TS, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("subject", String(400), nullable=False),
+    Column("detail", JSON, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False, unique=True),
+)
+
+settings = Table(
+    "settings", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# 有叫有应有记录: every answer that reached warnd, matched or not.
+inbound = Table(
+    "inbound", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("at", TS, nullable=False),
+    Column("channel", String(32), nullable=False),  # sms / voice / link / operator
+    Column("from_address", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("provider_ref", String(64)),
+    Column("delivery_id", BigInteger),
+    Column("person_id", String(64)),
+    Column("outcome", String(16), nullable=False),  # confirmed / repeated / ambiguous / unknown / ignored
+    Column("confirmation_ids", JSON, nullable=False),
+    Index("ix_inbound_from", "from_address", "at"),
+)
+
+# The escalation ladder of one confirmation requirement, snapshotted when it was
+# planned: later configuration edits do not change a warning in flight.
+rungs = Table(
+    "rungs", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("confirmation_id", BigInteger, ForeignKey("confirmations.id"), nullable=False, index=True),
+    Column("warning_id", BigInteger, nullable=False, index=True),
+    Column("grid", String(32), nullable=False),
+    Column("ladder", String(16), nullable=False),  # level name, or "uncovered"
+    Column("step", Integer, nullable=False),
+    Column("action", String(16), nullable=False),  # notify / door_to_door / alarm
+    Column("params", JSON, nullable=False),
+    Column("due_at", TS, nullable=False),
+    Column("state", String(16), nullable=False),  # pending / fired / skipped
+    Column("fired_at", TS),
+    Column("fired_by", String(200)),
+    Column("outcome", JSON),
+    Column("version", Integer, nullable=False, default=1),
+    Index("ix_rungs_due", "state", "due_at"),
+)
+
+call_lists = Table(
+    "call_lists", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("warning_id", BigInteger, nullable=False, index=True),
+    Column("confirmation_id", BigInteger, ForeignKey("confirmations.id"), nullable=False),
+    Column("grid", String(32), nullable=False),
+    Column("assignee_id", String(64)),  # the person who walks the list
+    Column("created_at", TS, nullable=False),
+    Column("completed_at", TS),
+    UniqueConstraint("confirmation_id", name="uq_call_lists_confirmation"),
+)
+
+call_list_items = Table(
+    "call_list_items", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("list_id", BigInteger, ForeignKey("call_lists.id"), nullable=False, index=True),
+    Column("position", Integer, nullable=False),  # vulnerable households first
+    Column("household_id", String(64), nullable=False),
+    Column("address", String(400), nullable=False),
+    Column("phone", String(32)),
+    Column("vulnerable", Boolean, nullable=False),
+    Column("mark", String(16)),  # notified / not_home / refused
+    Column("marked_at", TS),
+    Column("version", Integer, nullable=False, default=1),
+)
+
+alarms = Table(
+    "alarms", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("at", TS, nullable=False),
+    Column("code", String(64), nullable=False),
+    Column("warning_id", BigInteger),
+    Column("grid", String(32)),
+    Column("detail", JSON, nullable=False),
+    Column("acknowledged_at", TS),
+    Column("acknowledged_by", String(200)),
+)
+
+speaker_presence = Table(
+    "speaker_presence", metadata,
+    Column("speaker_id", String(64), primary_key=True),
+    Column("online", Boolean, nullable=False),
+    Column("changed_at", TS, nullable=False),
+    Column("detail", String(400)),
+)
