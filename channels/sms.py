@@ -17,7 +17,7 @@ from warnd.render import render as render_template
 from warnd.render import warning_context
 
 from .base import Message, Outcome, Rendered, SendResult
-from .twilio_common import CallbackUrl, TwilioApi, classify, sender
+from .twilio_common import CallbackUrl, Receipt, TwilioApi, classify, message_receipt, sender
 
 log = logging.getLogger("warnd_channels.sms")
 TEMPLATES = {"warning": "text", "door_ask": "door_ask", "door_to_door": "door_to_door"}
@@ -62,6 +62,14 @@ class SmsChannel:
                 extra={"delivery": message.delivery_id, "outcome": result.outcome.value, "code": result.code,
                        "sid": result.provider_ref, "segments": segments_of(rendered)})
         return result
+
+    async def status(self, sid: str) -> Receipt | None:
+        """The message's state at Twilio, read like a status callback (reconciliation)."""
+        found = await self.api.fetch(lambda client: client.messages(sid).fetch_async(), self.config.timeout_seconds)
+        if found is None:
+            return None
+        return message_receipt({"MessageStatus": str(found.status or ""), "MessageSid": sid,
+                                "ErrorCode": "" if found.error_code is None else str(found.error_code)})
 
     async def close(self) -> None:
         await self.api.close()

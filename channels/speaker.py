@@ -68,7 +68,7 @@ CONTENT_TYPE = "application/json"
 MESSAGE_ID_RE = re.compile(r"^msg_warnd_(\d{1,18})$")
 URL_RE = re.compile(r"(https?://|www\.)\S+", re.IGNORECASE)
 BAD_ID_CHARS = frozenset("/+#\x00")
-RECEIPT_WORKERS = 4
+RECEIPT_WORKERS = 32
 # ack state → (receipt state for the engine, code); "sent" changes nothing there
 ACK_STATES = {"played": ("delivered", "mqtt.played"), "failed": ("failed", "mqtt.play_failed"),
               "received": ("sent", "mqtt.received"), "playing": ("sent", "mqtt.playing")}

@@ -39,6 +39,7 @@ from .webhook import MAX_RETRY_AFTER, parse_retry_after
 CallbackUrl = Callable[[str, int], str]  # (kind, delivery id) → absolute signed URL
 DETAIL_CHARS = 256
 
+log = logging.getLogger("warnd_channels.twilio")
 # The SDK logs every request and response at INFO (numbers and headers): quiet by default.
 SDK_LOG = logging.getLogger("warnd_channels.twilio.sdk")
 SDK_LOG.setLevel(logging.WARNING)
@@ -205,6 +206,14 @@ class TwilioApi:
             _RESPONSE_HEADERS.reset(token)
         status = str(getattr(instance, "status", None) or "accepted")
         return SendResult(Outcome.SENT, f"twilio.{status}", provider_ref=instance.sid)
+
+    async def fetch(self, make: Callable[[Client], Awaitable[Any]], timeout: float) -> Any | None:
+        """One read (a message's or call's current state); None when it failed (logged)."""
+        try:
+            return await asyncio.wait_for(make(self.client), timeout)
+        except Exception as exc:  # noqa: BLE001 - the next reconciliation asks again
+            log.warning("twilio lookup failed", extra={"error": f"{type(exc).__name__}: {_cut(str(exc))}"})
+            return None
 
     async def close(self) -> None:
         if self._client is not None:

@@ -17,7 +17,8 @@ from warnd.render import render as render_template
 from warnd.render import warning_context
 
 from .base import Message, Outcome, Rendered, SendResult
-from .twilio_common import CallbackUrl, TwilioApi, say_language, sender, twiml_announce, twiml_gather
+from .twilio_common import (CallbackUrl, Receipt, TwilioApi, call_receipt, say_language, sender, twiml_announce,
+                            twiml_gather)
 
 log = logging.getLogger("warnd_channels.voice")
 
@@ -109,6 +110,14 @@ class VoiceChannel:
                 extra={"delivery": message.delivery_id, "outcome": result.outcome.value, "code": result.code,
                        "sid": result.provider_ref})
         return result
+
+    async def status(self, sid: str) -> Receipt | None:
+        """The call's state at Twilio, read like a status callback (reconciliation)."""
+        found = await self.api.fetch(lambda client: client.calls(sid).fetch_async(), self.config.timeout_seconds)
+        if found is None:
+            return None
+        return call_receipt({"CallStatus": str(found.status or ""), "CallSid": sid,
+                             "CallDuration": "" if found.duration is None else str(found.duration)})
 
     async def close(self) -> None:
         await self.api.close()

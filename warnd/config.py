@@ -100,6 +100,11 @@ class TwilioConfig(Strict):
     from_number: str | None = None  # E.164 sender, or …
     messaging_service_sid: str | None = None  # … a Messaging Service (MG…)
     connection_limit: int = Field(32, ge=1)
+    # A send still `sent` this long after the last word on it is looked up at Twilio
+    # (a status callback may have been lost: warnd down, network); only sends of the
+    # last `reconcile_hours` are looked up.
+    reconcile_after_seconds: float = Field(300.0, gt=0)
+    reconcile_hours: float = Field(24.0, gt=0)
 
 
 class SmsConfig(ChannelConfig):
@@ -154,6 +159,7 @@ class SweepConfig(Strict):
     expire_seconds: float = Field(5.0, gt=0)
     escalate_seconds: float = Field(0.5, gt=0)  # how often due rungs are looked for
     speaker_seconds: float = Field(5.0, gt=0)  # uncovered grids and re-broadcasts
+    reconcile_seconds: float = Field(60.0, gt=0)  # sends whose status callback is overdue
 
 
 def _default_levels() -> dict[str, LevelPolicy]:

@@ -28,6 +28,9 @@ class Metrics:
                               ["code"], registry=r)
         self.warnings = Counter("warnd_warnings_total", "Warnings accepted", ["msg_type", "status"], registry=r)
         self.rejected = Counter("warnd_rejections_total", "Requests rejected, by error code", ["code"], registry=r)
+        self.reconciled = Counter("warnd_reconciled_total",
+                                  "Sends settled by looking them up at the provider (status callback lost)",
+                                  ["channel", "state"], registry=r)
         self.recovered = Counter("warnd_recovered_total", "Deliveries recovered from dead claims", ["state"],
                                  registry=r)
 

@@ -5,11 +5,11 @@ database, so any node may run it, and a crash loses nothing.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from datetime import timedelta, timezone
+from datetime import timedelta
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from warnd.clock import Clock, SystemClock
 from warnd.config import Config
@@ -20,6 +20,7 @@ from warnd.engine.dispatcher import Dispatcher
 from warnd.engine.intake import Intake
 from warnd.engine.metrics import Metrics
 from warnd.engine.receipts import Receipts
+from warnd.engine.sweeps import Sweeps
 from warnd.store import settings
 from warnd.store.confirmations import ConfirmationStore
 from warnd.store.database import Database
@@ -39,6 +40,8 @@ CALLBACK_PATHS = {"sms-status": "/twilio/sms/status", "voice-status": "/twilio/v
                   "voice-gather": "/twilio/voice/gather"}
 CALLBACK_VALIDITY = timedelta(days=7)
 LINK_PATHS = {"confirm": "c", "call-list": "d"}
+RECONCILE_BATCH = 500  # sends looked up per sweep
+RECONCILE_PARALLEL = 8  # lookups at once (they share the channel's connections with the sends)
 
 
 class Node:
@@ -66,7 +69,7 @@ class Node:
         self.answers = Answers(ConfirmationStore(self.db), config, self.clock)
         self.intake = Intake(config, self.clock, self.directory, WarningStore(self.db, self.clock),
                              self.alerts, self.metrics, frozenset(self.channels), self.dispatcher.wake)
-        self.scheduler = AsyncIOScheduler(timezone=timezone.utc)
+        self.sweeps = Sweeps()
         self.started = False
 
     async def start(self, *, dispatch: bool = True) -> None:
@@ -83,17 +86,17 @@ class Node:
         sweeps = self.config.sweeps
         for job, seconds in ((self.recover, sweeps.recover_seconds), (self.expire, sweeps.expire_seconds),
                              (self.escalate, sweeps.escalate_seconds), (self.refresh_metrics, 5.0),
+                             (self.reconcile, sweeps.reconcile_seconds),
                              *(((self.watch_speakers, sweeps.speaker_seconds),) if "speaker" in self.channels else ())):
-            self.scheduler.add_job(job, "interval", seconds=seconds, max_instances=1, coalesce=True,
-                                   id=job.__name__, misfire_grace_time=None)
-        self.scheduler.start()
+            self.sweeps.every(seconds, job)
         self.started = True
         log.info("node started", extra={"node": self.incarnation, "channels": sorted(self.channels)})
 
     async def stop(self) -> None:
         if self.started:
-            self.scheduler.shutdown(wait=False)
+            await self.sweeps.stop()
             await self.dispatcher.stop()
+            await self.receipts.drain()
         for channel in self.channels.values():
             await channel.close()
         await self.db.close()
@@ -151,6 +154,38 @@ class Node:
                 log.warning("recovered deliveries from a dead claim", extra={"state": state, "count": n})
         if counts.get("pending"):
             self.dispatcher.wake()
+
+    async def reconcile(self) -> None:
+        """Sends whose final status callback is overdue are looked up at the provider.
+
+        Twilio posts each status once; one posted while warnd was down or unreachable
+        is lost, and without this its delivery would stay `sent` for good.
+        """
+        lookup = {name: ch for name, ch in self.channels.items() if hasattr(ch, "status")}
+        if not lookup:
+            return
+        now = self.clock.now()
+        twilio = self.config.twilio
+        overdue = await self.deliveries.overdue_sent(
+            sorted(lookup), now - timedelta(seconds=twilio.reconcile_after_seconds),
+            now - timedelta(hours=twilio.reconcile_hours), RECONCILE_BATCH)
+        gate = asyncio.Semaphore(RECONCILE_PARALLEL)
+
+        async def look_up(delivery_id: int, channel: str, sid: str) -> int | None:
+            async with gate:
+                receipt = await lookup[channel].status(sid)
+            if receipt is None or receipt.state == "sent":
+                return delivery_id  # still in flight (or the lookup failed): later again
+            await self.receipts.apply(channel, delivery_id, receipt.state, receipt.code, receipt.provider_ref,
+                                      receipt.detail)
+            self.metrics.reconciled.labels(channel, receipt.state).inc()
+            return None
+
+        pending = await asyncio.gather(*(look_up(*row) for row in overdue))
+        await self.deliveries.looked_up([i for i in pending if i is not None])
+        if overdue:
+            log.info("looked up sends with overdue status", extra={
+                "count": len(overdue), "settled": sum(i is None for i in pending)})
 
     async def expire(self) -> None:
         n = await self.deliveries.expire()

@@ -65,6 +65,8 @@ class Stats:
     throttled: int = 0  # 429 beyond max_per_second
     callbacks: int = 0
     callbacks_failed: int = 0  # unreachable or non-2xx
+    callbacks_lost: int = 0  # never posted (faults.callback_loss)
+    fetches: int = 0  # GETs of a message or call
     replies: int = 0
     presses: int = 0
     crashed: int = 0  # timelines that raised (a simulator bug)
@@ -243,6 +245,7 @@ class TwilioSimulator:
         return 201, message_body(message)
 
     async def _fetch_message(self, request: web.Request) -> tuple[int, dict[str, Any]]:
+        self.stats.fetches += 1
         message = self.messages.get(request.match_info["sid"])
         if message is None:
             raise ApiError(404, 20404, uri=request.path)
@@ -271,6 +274,7 @@ class TwilioSimulator:
         return 201, call_body(call)
 
     async def _fetch_call(self, request: web.Request) -> tuple[int, dict[str, Any]]:
+        self.stats.fetches += 1
         call = self.calls.get(request.match_info["sid"])
         if call is None:
             raise ApiError(404, 20404, uri=request.path)
@@ -312,6 +316,14 @@ class TwilioSimulator:
         if not 200 <= response.status < 300:
             self.stats.callbacks_failed += 1
         return response.status, text
+
+    def loses_callback(self) -> bool:
+        """Drop this status callback (faults.callback_loss)?"""
+        loss = self.scenario.faults.callback_loss
+        if loss and self._random.random() < loss:
+            self.stats.callbacks_lost += 1
+            return True
+        return False
 
     def write(self, kind: str, **fields: Any) -> None:
         if self._out is not None:

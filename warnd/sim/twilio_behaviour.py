@@ -123,9 +123,10 @@ class Faults:
     latency: float = 0.0
     max_per_second: float | None = None
     retry_after: float = 1.0
+    callback_loss: float = 0.0  # share of status callbacks never posted (as when the receiver was down)
 
     def __post_init__(self) -> None:
-        for name in ("rate_429", "rate_5xx"):
+        for name in ("rate_429", "rate_5xx", "callback_loss"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}: a share between 0 and 1 is expected")
         if self.latency < 0 or self.retry_after < 0 or (self.max_per_second is not None and self.max_per_second <= 0):
@@ -215,7 +216,7 @@ async def message_life(sim: TwilioSimulator, m: MessageRecord, b: Behaviour, sta
 
 async def _message_status(sim: TwilioSimulator, m: MessageRecord, status: str) -> None:
     m.status, m.updated_at = status, time.time()
-    if m.status_callback is None:
+    if m.status_callback is None or sim.loses_callback():
         return
     params = {"AccountSid": m.account_sid, "ApiVersion": API_VERSION, "From": m.from_ or "",
               "MessageSid": m.sid, "MessageStatus": status, "SmsSid": m.sid, "SmsStatus": status,
@@ -284,7 +285,7 @@ def _call_params(c: CallRecord, status: str) -> dict[str, str]:
 
 async def _call_event(sim: TwilioSimulator, c: CallRecord, event: str, status: str, sequence: int,
                       extra: dict[str, str] | None = None) -> None:
-    if c.status_callback is None or (event != "completed" and event not in c.events):
+    if c.status_callback is None or (event != "completed" and event not in c.events) or sim.loses_callback():
         return
     params = _call_params(c, status)
     params.update(CallbackSource="call-progress-events", SequenceNumber=str(sequence),

@@ -212,6 +212,12 @@ class Tx:
         cursor.execute(statement.sql, statement.params(params))
         return cursor.fetchall()
 
+    def rows_changed(self, statement: Prepared, params: Mapping[str, Any]) -> int:
+        """One statement that changes rows; how many it changed."""
+        cursor = self._conn.cursor()
+        cursor.execute(statement.sql, statement.params(params))
+        return cursor.rowcount
+
     def many(self, statement: Prepared, params: Sequence[Mapping[str, Any]]) -> Any:
         """One statement per parameter set; the cursor (its rowcount: the rows changed in all)."""
         cursor = self._conn.cursor()
