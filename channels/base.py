@@ -7,6 +7,7 @@ database, the scheduler or retries: the dispatcher owns those.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -58,6 +59,7 @@ class Message:
     short_code: str = ""  # the warning's reply code, e.g. "W1A" ("回复1确认" or "回复W1A确认")
     purpose: str = "warning"  # warning / door_ask (go to the door) / door_to_door (walk a list) / household
     link: str = ""  # a signed link for the recipient: confirm, or the door-to-door list
+    about: Mapping[str, str] | None = None  # door_ask: the grid and the person to wake (grid_name, person, phone)
 
 
 @dataclass(frozen=True)

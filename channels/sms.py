@@ -38,7 +38,7 @@ class SmsChannel:
         language = message.recipient.language
         context = warning_context(message.alert, message.level, language)
         context.update(signature=self.config.signature, must_confirm=message.must_confirm,
-                       short_code=message.short_code, link=message.link)
+                       short_code=message.short_code, link=message.link, about=message.about or {})
         text = render_template("sms", TEMPLATES.get(message.purpose, "text"), language, context)
         info = segment_info(text)
         log.debug("sms rendered", extra={"delivery": message.delivery_id, "segments": info.segments,

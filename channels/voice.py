@@ -79,6 +79,7 @@ class VoiceChannel:
     def render(self, message: Message) -> Rendered:
         language = message.recipient.language
         context = warning_context(message.alert, message.level, language)
+        context["about"] = message.about or {}
         template = "door_ask" if message.purpose == "door_ask" else "say"
         text = render_template("voice", template, language, context)
         content_type = (f"text/plain; charset=utf-8; language={say_language(language)}; "

@@ -242,6 +242,14 @@ def test_render_confirmation_request(offline, language, ask):
     assert ask in coded and "W1A" in coded
 
 
+@pytest.mark.parametrize(("language", "says"), [
+    ("zh-CN", "河口村一组网格责任人张三（+8613800000001）尚未确认收到"),
+    ("en", "张三 (+8613800000001), responsible for 河口村一组, has not confirmed")])
+def test_a_door_ask_names_the_grid_and_the_person_to_wake(offline, language, says):
+    about = {"grid": "421126001001001", "grid_name": "河口村一组", "person": "张三", "phone": "+8613800000001"}
+    assert says in offline.render(message(language=language, purpose="door_ask", about=about)).text
+
+
 def test_render_cancel_says_lifted(offline):
     cancel = kit.sample_alert(msg_type=MsgType.CANCEL)
     assert "解除" in offline.render(message(alert=cancel)).text

@@ -89,6 +89,9 @@ async def test_the_red_ladder_runs_to_the_end_each_rung_once(nodes, clock):
     await at(node, clock, 5)
     asks = {(d.channel, d.recipient_id, d.purpose) for d in await rows(node, deliveries, deliveries.c.purpose == "door_ask")}
     assert asks == {(ch, who, "door_ask") for ch in ("sms", "voice") for who in ("back", "duty")}
+    # each ask says whom to wake, where: the township duty officer may be asked for many grids
+    assert {tuple(sorted(d.params.items())) for d in await rows(node, deliveries, deliveries.c.purpose == "door_ask")} \
+        == {(("grid", G), ("grid_name", "河口村一组"), ("person", "张三"), ("phone", "+8613800000001"))}
     (req,) = await rows(node, confirmations)
     assert req.not_woken_at == clock.now()  # 未叫醒
 

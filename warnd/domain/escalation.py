@@ -42,6 +42,13 @@ class Grid:
     backup: str | None
     people: tuple[Person, ...]  # of the grid and every region enclosing it
     households: tuple[Household, ...]
+    name: str = ""  # e.g. 河口村3组
+
+    def about(self) -> dict:
+        """Whom a "go to the door" message is about: the grid and its unconfirmed person."""
+        person = next((p for p in self.people if p.id == self.responsible), None)
+        return {"grid": self.code, "grid_name": self.name or self.code,
+                "person": person.name if person else "", "phone": (person.phone or "") if person else ""}
 
 
 @dataclass(frozen=True)
@@ -96,8 +103,9 @@ def _nearest_with_role(grid: Grid, role: str) -> list[Person]:
 def fire(action: str, params: dict, grid: Grid, ladder: str) -> Effects:
     if action == "notify":
         people = targets(grid, params.get("to", []))
-        purpose = "door_ask" if params.get("ask_door") else "warning"
-        sends = tuple(Send(ch, _person(p), purpose) for p in people if p.phone
+        ask_door = bool(params.get("ask_door"))
+        purpose, about = ("door_ask", grid.about()) if ask_door else ("warning", {})
+        sends = tuple(Send(ch, _person(p), purpose, about) for p in people if p.phone
                       for ch in params.get("channels", PERSON_CHANNELS))
         notes = () if people else (f"nobody found for {params.get('to')}",)
         return Effects(sends, not_woken=bool(params.get("not_woken")), notes=notes)

@@ -235,7 +235,7 @@ class Dispatcher:
                               row.format or "cap", row.secret or "", bool(row.public))
         return Message(row.id, row.warning_id, cached.alert, cached.cap_xml, Level(row.priority),
                        recipient, row.attempts, row.created_at, row.must_confirm, code, row.purpose,
-                       self.link_for(row))
+                       self.link_for(row), row.params if row.purpose == "door_ask" else None)
 
     async def _flusher(self) -> None:
         """Writes the results no claim has taken along: those of a full batch at once, the rest

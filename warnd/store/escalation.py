@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from warnd.clock import Clock
 from warnd.domain.delivery import State
-from warnd.domain.directory import Household, Person, with_ancestors
+from warnd.domain.directory import Household, Person, region_parent, with_ancestors
 from warnd.domain.escalation import Effects, Grid, PlannedRung, fire
 from warnd.store.database import Database
 from warnd.store.schema import (alarms, call_list_items, call_lists, confirmations, deliveries, households,
-                                people, rungs, warnings)
+                                people, regions, rungs, warnings)
 
 
 async def write_ladder(conn: AsyncConnection, confirmation_id: int, warning_id: int, grid: str,
@@ -130,11 +130,11 @@ async def _grids(conn: AsyncConnection, rows) -> dict[tuple[str, str | None, str
     wherever they are, and the grid's households."""
     p, h = people.c, households.c
     codes = sorted({row.grid for row in rows})
-    regions = sorted(with_ancestors(codes))
+    regions_of = sorted(with_ancestors(codes))
     ids = sorted({x for row in rows for x in (row.person_id, row.backup_id) if x})
     by_region: dict[str, list[Person]] = {}
     by_id: dict[str, Person] = {}
-    for column, values in ((p.region, regions), (p.id, ids)):
+    for column, values in ((p.region, regions_of), (p.id, ids)):
         for chunk in _chunks(values):
             for x in await conn.execute(sa.select(people).where(column.in_(chunk))):
                 if x.id not in by_id:
@@ -142,9 +142,14 @@ async def _grids(conn: AsyncConnection, rows) -> dict[tuple[str, str | None, str
                                                   x.backup)
                     by_region.setdefault(person.region, []).append(person)
     homes: dict[str, list[Household]] = {}
+    names: dict[str, str] = {}
     for chunk in _chunks(codes):
         for x in await conn.execute(sa.select(households).where(h.grid.in_(chunk))):
             homes.setdefault(x.grid, []).append(Household(x.id, x.grid, x.address, x.phone, x.vulnerable))
+    for chunk in _chunks(regions_of):
+        for code, name in await conn.execute(sa.select(regions.c.code, regions.c.name)
+                                             .where(regions.c.code.in_(chunk))):
+            names[code] = name
     out = {}
     for row in rows:
         key = (row.grid, row.person_id, row.backup_id)
@@ -153,7 +158,9 @@ async def _grids(conn: AsyncConnection, rows) -> dict[tuple[str, str | None, str
         folks = [person for code in sorted(with_ancestors([row.grid])) for person in by_region.get(code, ())]
         folks += [by_id[x] for x in (row.person_id, row.backup_id)
                   if x in by_id and by_id[x] not in folks]
-        out[key] = Grid(row.grid, row.person_id, row.backup_id, tuple(folks), tuple(homes.get(row.grid, ())))
+        # 河口村 + 一组: a township officer asked to the door for many grids needs the village too
+        name = names.get(region_parent(row.grid) or "", "") + names.get(row.grid, "")
+        out[key] = Grid(row.grid, row.person_id, row.backup_id, tuple(folks), tuple(homes.get(row.grid, ())), name)
     return out
 
 
@@ -162,7 +169,8 @@ def _delivery(row, send, now: datetime, list_id: int | None) -> dict:  # noqa: A
                 recipient_id=send.recipient.id, grid=row.grid, address=send.recipient.address,
                 language=send.recipient.language, priority=row.level, state=State.PENDING.value, attempts=0,
                 next_attempt_at=now, expires=row.expires, created_at=now, updated_at=now, version=1,
-                purpose=send.purpose, params={"list_id": list_id} if send.purpose == "door_to_door" else None)
+                purpose=send.purpose,
+                params={"list_id": list_id} if send.purpose == "door_to_door" else (send.params or None))
 
 
 async def _create_call_list(conn: AsyncConnection, row, effects: Effects, now: datetime) -> int:  # noqa: ANN001
