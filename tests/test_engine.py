@@ -195,6 +195,21 @@ async def test_claims_of_channels_that_do_not_dedupe_become_uncertain(make_node,
     assert counts["uncertain"] == 2
 
 
+async def test_a_claim_this_process_lost_track_of_is_recovered_once_its_lease_ran_out(make_node, clock, database):
+    node = await make_node(start=False)
+    await node.intake.submit(cap(alert()), XML, admin_scope())
+    await node.deliveries.claim("webhook", 10, lease_seconds=60)  # claimed, never sent nor written
+    clock.advance(59)
+    assert await node.deliveries.recover("n1", dedupe_channels={"webhook"}) == {"pending": 0, "uncertain": 0}
+    clock.advance(2)
+    assert await node.deliveries.recover("n1", dedupe_channels={"webhook"}) == {"pending": 2, "uncertain": 0}
+
+
+def test_a_lease_shorter_than_a_send_is_refused():
+    with pytest.raises(WarndError, match="lease_seconds"):
+        load_config(None, dispatcher={"lease_seconds": 30}, voice={"timeout_seconds": 25})
+
+
 async def test_two_nodes_never_claim_the_same_delivery(make_node, clock, database, sink):
     subs = tuple(Subscriber(f"s{i}", sink.url(f"/s{i}"), SECRET) for i in range(300))
     node = await make_node(*subs, start=False)

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from warnd.domain.errors import Problem, WarndError
 from warnd.domain.model import Level, Status
@@ -171,6 +171,10 @@ def _default_routing() -> list[RoutingRule]:
     return [RoutingRule(channels=["webhook"])]
 
 
+CHANNELS = ("webhook", "sms", "voice", "speaker")
+LEASE_MARGIN_SECONDS = 10.0  # the dispatcher's watchdog margin (5 s) and a result's trip to the database
+
+
 class Config(Strict):
     database_url: str = "sqlite:///warnd.db"
     host: str = "127.0.0.1"
@@ -223,6 +227,16 @@ class Config(Strict):
     def _unknown_known(cls, v: str) -> str:
         Level.parse(v)
         return v
+
+    @model_validator(mode="after")
+    def _lease_outlasts_sends(self) -> Config:
+        # A claim whose lease ran out is recovered, even from this very process (a
+        # backstop for a row it lost track of): no send may outlive the lease.
+        longest = max(self.channel(name).timeout_seconds for name in CHANNELS) + LEASE_MARGIN_SECONDS
+        if self.dispatcher.lease_seconds <= longest:
+            raise ValueError(f"dispatcher.lease_seconds must exceed the longest channel timeout_seconds "
+                             f"by more than {LEASE_MARGIN_SECONDS:g} s (> {longest:g})")
+        return self
 
     def level_policy(self, level: Level) -> LevelPolicy:
         for name, policy in self.levels.items():

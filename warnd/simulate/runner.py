@@ -201,7 +201,8 @@ class Simulation:
             "voice": {"enabled": has_phones, "rate_per_second": 200, "concurrency": 64},
             "webhook": {"enabled": bool(sc.directory.subscribers)},
             "speaker": {"enabled": bool(sc.directory.speakers)},
-            "dispatcher": {"poll_seconds": 0.2},
+            # Leases run on the engine's (scaled) clock, sends on real time: 60 real seconds.
+            "dispatcher": {"poll_seconds": 0.2, "lease_seconds": 60.0 * self.speed},
             "sweeps": {"recover_seconds": 2.0, "expire_seconds": 2.0, "escalate_seconds": 0.25,
                        "speaker_seconds": 1.0},
         }

@@ -326,11 +326,14 @@ class DeliveryStore:
 
         A row is orphaned when its lease ran out, or when it was claimed by an
         earlier incarnation of this very node (we just restarted, so it is dead).
+        A lease outlasts every send (the configuration checks it), so a row of this
+        very process whose lease ran out is one it lost track of: recovered too.
         """
         now = self.clock.now()
         d = deliveries.c
-        orphan = sa.and_(d.state == State.SENDING.value, d.claimed_by != self.node,
-                         sa.or_(d.lease_until < now, d.claimed_by.like(f"{node_id}/%")))
+        orphan = sa.and_(d.state == State.SENDING.value,
+                         sa.or_(d.lease_until < now,
+                                sa.and_(d.claimed_by.like(f"{node_id}/%"), d.claimed_by != self.node)))
         counts = {}
         async with self.db.write() as conn:
             for resend, state, code in ((True, State.PENDING, "recovered"), (False, State.UNCERTAIN, "orphaned")):
