@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from warnd.clock import Clock
 from warnd.config import Config
 from warnd.domain.confirmation import Kind, ReplyDecision, interpret_reply
-from warnd.store.confirmations import ConfirmationStore
+from warnd.store.confirmations import ConfirmationStore, Inbound
 
 
 @dataclass(frozen=True)
@@ -31,51 +31,39 @@ class Answers:
         items = await self.store.open_items(ids)
         decision = interpret_reply(body, self.config.sms.confirm_words, items)
         person = ids[0] if ids else None  # a number shared by several people: the first answers
-        if decision.kind is Kind.CONFIRM:
-            changed = await self.store.confirm(list(decision.confirmation_ids), person, "sms", self.clock.now())
-            outcome = "confirmed" if changed else "repeated"
-        else:
-            outcome = decision.kind.value
-        await self.store.record(at=self.clock.now(), channel="sms", from_address=from_number, body=body,
-                                outcome=outcome, confirmation_ids=list(decision.confirmation_ids),
-                                person_id=person, provider_ref=provider_ref)
+        confirming = decision.kind is Kind.CONFIRM
+        await self.store.answer(
+            Inbound(self.clock.now(), "sms", from_number, body, person, provider_ref=provider_ref),
+            list(decision.confirmation_ids),
+            lambda n: ("confirmed" if n else "repeated") if confirming else decision.kind.value, confirm=confirming)
         return Answer(decision, people[0][1] if people else "zh-CN")
 
     async def key_press(self, delivery_id: int, digits: str, from_number: str, call_ref: str | None) -> bool:
         """A digit pressed on a warning call; "1" confirms that warning for the callee."""
         found = await self.store.recipient_of(delivery_id)
-        confirmed = False
         ids: list[int] = []
         person = None
-        if found is not None and found[1] == "person" and digits.strip() == "1":
+        pressed_1 = found is not None and found[1] == "person" and digits.strip() == "1"
+        if pressed_1:
             warning_id, _, person = found
-            items = await self.store.open_items([person], warning_id)
-            ids = [i.confirmation_id for i in items]
-            confirmed = await self.store.confirm(ids, person, "voice", self.clock.now()) > 0 or not items
-        await self.store.record(at=self.clock.now(), channel="voice", from_address=from_number, body=digits,
-                                outcome="confirmed" if confirmed and ids else ("repeated" if confirmed else "ignored"),
-                                confirmation_ids=ids, person_id=person, delivery_id=delivery_id,
-                                provider_ref=call_ref)
-        return confirmed
+            ids = [i.confirmation_id for i in await self.store.open_items([person], warning_id)]
+        # "1" with nothing open (confirmed before, by any means) still counts as confirmed
+        outcome = (lambda n: "confirmed" if n else "repeated") if pressed_1 else (lambda n: "ignored")
+        changed = await self.store.answer(Inbound(self.clock.now(), "voice", from_number, digits, person,
+                                                  delivery_id, call_ref), ids, outcome)
+        return pressed_1 and (changed > 0 or not ids)
 
     async def link_confirm(self, warning_id: int, person_id: str) -> int:
         """A click on a signed confirmation link: confirms that person's open requirements of the warning.
 
         Returns how many requirements it confirmed (0 when already confirmed or nothing was open)."""
-        items = await self.store.open_items([person_id], warning_id)
-        ids = [i.confirmation_id for i in items]
-        changed = await self.store.confirm(ids, person_id, "link", self.clock.now())
-        await self.store.record(at=self.clock.now(), channel="link", from_address=person_id, body="",
-                                outcome="confirmed" if changed else "repeated", confirmation_ids=ids,
-                                person_id=person_id)
-        return changed
+        ids = [i.confirmation_id for i in await self.store.open_items([person_id], warning_id)]
+        return await self.store.answer(Inbound(self.clock.now(), "link", person_id, "", person_id), ids,
+                                       lambda n: "confirmed" if n else "repeated")
 
     async def operator_confirm(self, confirmation_id: int, person_id: str | None, operator: str,
                                reason: str) -> int:
         """An operator records a confirmation given by phone on someone's behalf (audited)."""
-        changed = await self.store.confirm([confirmation_id], person_id or operator, "operator",
-                                           self.clock.now(), reason=reason, actor=operator)
-        await self.store.record(at=self.clock.now(), channel="operator", from_address=operator, body=reason,
-                                outcome="confirmed" if changed else "repeated", confirmation_ids=[confirmation_id],
-                                person_id=person_id)
-        return changed
+        return await self.store.answer(Inbound(self.clock.now(), "operator", operator, reason, person_id),
+                                       [confirmation_id], lambda n: "confirmed" if n else "repeated",
+                                       confirmed_by=person_id or operator, reason=reason, actor=operator)

@@ -1,16 +1,53 @@
 """Confirmation requirements: who still has to answer, and recording their answers."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from warnd.domain.confirmation import OpenItem
 from warnd.domain.model import Level
 from warnd.store import audit
 from warnd.store.database import Database
 from warnd.store.escalation import stop_grids
-from warnd.store.schema import confirmations, deliveries, inbound, people, warnings
+from warnd.store.schema import confirmations, deliveries, people, warnings
+from warnd.store.schema import inbound as inbound_table
+
+
+def _open_items(of_warning: bool) -> sa.Select:
+    """Open requirements of some people (bound: person_ids, warning_id), newest warning first.
+
+    A union of two selects, one index each: with an OR of the two columns SQLite read
+    every open requirement. Built once: building the union cost more than running it.
+    """
+    c, w = confirmations.c, warnings.c
+
+    def answering_as(who: sa.Column) -> sa.Select:
+        q = (sa.select(c.id, c.warning_id, w.event, w.level).join(warnings, w.id == c.warning_id)
+             .where(who.in_(sa.bindparam("person_ids", expanding=True)), c.state == "open", w.state == "active"))
+        return q.where(c.warning_id == sa.bindparam("warning_id")) if of_warning else q
+
+    both = sa.union(answering_as(c.person_id), answering_as(c.backup_id)).subquery()
+    return sa.select(both).order_by(both.c.warning_id.desc(), both.c.id)
+
+
+OPEN_ITEMS = {False: _open_items(False), True: _open_items(True)}
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """What came in: a reply, a key press, a click, an operator's record."""
+
+    at: datetime
+    channel: str  # sms / voice / link / operator
+    from_address: str
+    body: str
+    person_id: str | None
+    delivery_id: int | None = None
+    provider_ref: str | None = None
 
 
 class ConfirmationStore:
@@ -27,36 +64,42 @@ class ConfirmationStore:
         """Open requirements a person answers for (as responsible or backup), newest warning first."""
         if not person_ids:
             return []
-        c, w = confirmations.c, warnings.c
-        q = (sa.select(c.id, c.warning_id, w.event, w.level)
-             .join(warnings, w.id == c.warning_id)
-             .where(c.state == "open", w.state == "active",
-                    sa.or_(c.person_id.in_(person_ids), c.backup_id.in_(person_ids)))
-             .order_by(c.warning_id.desc(), c.id))
-        if warning_id is not None:
-            q = q.where(c.warning_id == warning_id)
+        q, params = OPEN_ITEMS[warning_id is not None], {"person_ids": person_ids, "warning_id": warning_id}
         async with self.db.read() as conn:
-            return [OpenItem(r.id, r.warning_id, r.event, Level(r.level).zh) for r in await conn.execute(q)]
+            return [OpenItem(r.id, r.warning_id, r.event, Level(r.level).zh) for r in await conn.execute(q, params)]
 
-    async def confirm(self, ids: list[int], person_id: str, channel: str, now: datetime,
-                      reason: str | None = None, actor: str | None = None) -> int:
-        """Open → confirmed (late if past the deadline) and, in the same transaction, the rest of
-        the ladder skipped and queued sends to the grid cancelled; a repeat changes nothing."""
-        if not ids:
-            return 0
+    async def answer(self, inbound: Inbound, ids: list[int], outcome: Callable[[int], str], *,
+                     confirm: bool = True, confirmed_by: str | None = None, reason: str | None = None,
+                     actor: str | None = None) -> int:
+        """Record what came in and (`confirm`) confirm `ids` (open → confirmed, late if past the
+        deadline), in one transaction shared with other answers (group commit): with it, the
+        rest of the grids' ladders skipped and their queued sends cancelled. A repeat
+        changes nothing. `outcome(confirmed)` names the inbound row's outcome; returns how
+        many requirements this answer confirmed."""
         c = confirmations.c
-        async with self.db.write() as conn:
-            done = list((await conn.execute(
-                sa.update(confirmations).where(c.id.in_(ids), c.state == "open")
-                .values(state="confirmed", confirmed_at=now, confirmed_by=person_id, channel=channel,
-                        late=c.deadline < now, reason=reason, version=c.version + 1)
-                .returning(c.id))).scalars())
-            await stop_grids(conn, done, now, "confirmed")
+
+        async def work(conn: AsyncConnection) -> int:
+            done: list[int] = []
+            if confirm and ids:
+                done = list((await conn.execute(
+                    sa.update(confirmations).where(c.id.in_(ids), c.state == "open")
+                    .values(state="confirmed", confirmed_at=inbound.at,
+                            confirmed_by=confirmed_by or inbound.person_id,
+                            channel=inbound.channel, late=c.deadline < inbound.at, reason=reason,
+                            version=c.version + 1)
+                    .returning(c.id))).scalars())
+                await stop_grids(conn, done, inbound.at, "confirmed")
             if actor is not None:  # recorded on someone's behalf: the audit log says who and why
-                await audit.append(conn, self.db, now, actor, "confirmation.record", f"confirmations:{ids}",
-                                   {"person_id": person_id, "channel": channel, "reason": reason,
+                await audit.append(conn, self.db, inbound.at, actor, "confirmation.record", f"confirmations:{ids}",
+                                   {"person_id": inbound.person_id, "channel": inbound.channel, "reason": reason,
                                     "confirmed": done})
+            await conn.execute(sa.insert(inbound_table).values(
+                at=inbound.at, channel=inbound.channel, from_address=inbound.from_address,
+                body=inbound.body[:2000], outcome=outcome(len(done)), confirmation_ids=ids,
+                person_id=inbound.person_id, delivery_id=inbound.delivery_id, provider_ref=inbound.provider_ref))
             return len(done)
+
+        return await self.db.write_grouped(work)
 
     async def recipient_of(self, delivery_id: int) -> tuple[int, str, str] | None:
         """(warning id, recipient kind, recipient id) of a delivery."""
@@ -65,12 +108,3 @@ class ConfirmationStore:
             row = (await conn.execute(sa.select(d.warning_id, d.recipient_kind, d.recipient_id)
                                       .where(d.id == delivery_id))).first()
         return tuple(row) if row else None
-
-    async def record(self, *, at: datetime, channel: str, from_address: str, body: str, outcome: str,
-                     confirmation_ids: list[int], person_id: str | None = None, delivery_id: int | None = None,
-                     provider_ref: str | None = None) -> None:
-        async with self.db.write() as conn:
-            await conn.execute(sa.insert(inbound).values(
-                at=at, channel=channel, from_address=from_address, body=body[:2000], outcome=outcome,
-                confirmation_ids=confirmation_ids, person_id=person_id, delivery_id=delivery_id,
-                provider_ref=provider_ref))

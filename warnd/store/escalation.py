@@ -37,11 +37,14 @@ async def stop_grids(conn: AsyncConnection, confirmation_ids: list[int], now: da
     r, c, d = rungs.c, confirmations.c, deliveries.c
     await conn.execute(sa.update(rungs).where(r.confirmation_id.in_(confirmation_ids), r.state == "pending")
                        .values(state="skipped", outcome={"reason": reason}, version=r.version + 1))
-    pairs = [(row.warning_id, row.grid) for row in await conn.execute(
-        sa.select(c.warning_id, c.grid).where(c.id.in_(confirmation_ids)))]
-    if pairs:
+    grids: dict[int, set[str]] = {}
+    for row in await conn.execute(sa.select(c.warning_id, c.grid).where(c.id.in_(confirmation_ids))):
+        grids.setdefault(row.warning_id, set()).add(row.grid)
+    # Per warning, not (warning, grid) IN (…): SQLite reads ix_deliveries_grid only for this form.
+    for warning_id, codes in grids.items():
         await conn.execute(sa.update(deliveries)
-                           .where(sa.tuple_(d.warning_id, d.grid).in_(pairs), d.state == State.PENDING.value)
+                           .where(d.warning_id == warning_id, d.grid.in_(sorted(codes)),
+                                  d.state == State.PENDING.value)
                            .values(state=State.CANCELLED.value, last_code=reason, done_at=now, updated_at=now,
                                    version=d.version + 1))
 

@@ -165,6 +165,8 @@ deliveries = Table(
     Column("version", Integer, nullable=False, default=1),
     Index("ix_deliveries_due", "state", "channel", "priority", "next_attempt_at"),
     Index("ix_deliveries_claim", "state", "lease_until"),
+    # a confirmation cancels the queued sends to its grid
+    Index("ix_deliveries_grid", "warning_id", "grid", "state"),
 )
 
 attempts = Table(
@@ -202,9 +204,10 @@ confirmations = Table(
     Column("uncovered_reason", String(64)),
     Column("version", Integer, nullable=False, default=1),
     Index("ix_confirmations_open", "state", "deadline"),
-    # "must this recipient confirm?" is asked for every claimed person delivery
-    Index("ix_confirmations_person", "warning_id", "person_id"),
-    Index("ix_confirmations_backup", "warning_id", "backup_id"),
+    # "must this recipient confirm?" (every claimed person delivery) and "what does this
+    # person answer for?" (every reply): the person first, so both read a handful of rows
+    Index("ix_confirmations_person", "person_id", "state", "warning_id"),
+    Index("ix_confirmations_backup", "backup_id", "state", "warning_id"),
 )
 
 audit = Table(
@@ -246,7 +249,7 @@ inbound = Table(
 rungs = Table(
     "rungs", metadata,
     Column("id", ID, primary_key=True, autoincrement=True),
-    Column("confirmation_id", BigInteger, ForeignKey("confirmations.id"), nullable=False, index=True),
+    Column("confirmation_id", BigInteger, ForeignKey("confirmations.id"), nullable=False),
     Column("warning_id", BigInteger, nullable=False, index=True),
     Column("grid", String(32), nullable=False),
     Column("ladder", String(16), nullable=False),  # level name, or "uncovered"
@@ -260,6 +263,8 @@ rungs = Table(
     Column("outcome", JSON),
     Column("version", Integer, nullable=False, default=1),
     Index("ix_rungs_due", "state", "due_at"),
+    # a confirmation skips the rest of its ladder (without it, SQLite read every pending rung)
+    Index("ix_rungs_confirmation", "confirmation_id", "state"),
 )
 
 call_lists = Table(
