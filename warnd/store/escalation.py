@@ -16,6 +16,7 @@ from warnd.clock import Clock
 from warnd.domain.delivery import State
 from warnd.domain.directory import Household, Person, region_parent, with_ancestors
 from warnd.domain.escalation import Effects, Grid, PlannedRung, fire
+from warnd.store.bulk import insert_rows
 from warnd.store.database import Database
 from warnd.store.schema import (alarms, call_list_items, call_lists, confirmations, deliveries, households,
                                 people, regions, rungs, warnings)
@@ -23,11 +24,23 @@ from warnd.store.schema import (alarms, call_list_items, call_lists, confirmatio
 
 async def write_ladder(conn: AsyncConnection, confirmation_id: int, warning_id: int, grid: str,
                        planned: tuple[PlannedRung, ...]) -> None:
-    if planned:
-        await conn.execute(sa.insert(rungs), [
-            dict(confirmation_id=confirmation_id, warning_id=warning_id, grid=grid, ladder=r.ladder, step=r.step,
-                 action=r.action, params=r.params, due_at=r.due_at, state="pending", version=1)
-            for r in planned])
+    await write_ladders(conn, [(confirmation_id, warning_id, grid, planned)])
+
+
+async def write_ladders(conn: AsyncConnection,
+                        ladders: list[tuple[int, int, str, tuple[PlannedRung, ...]]]) -> None:
+    """The rungs of any number of requirements, given as (confirmation id, warning id, grid, rungs).
+
+    The grids of a warning share one ladder snapshot, so the rows are written one
+    executemany per rung, its values (params, due time) converted once for all grids.
+    """
+    by_rung: dict[int, tuple[PlannedRung, list[dict]]] = {}  # by identity: PlannedRung holds a dict
+    for cid, wid, grid, planned in ladders:
+        for r in planned:
+            by_rung.setdefault(id(r), (r, []))[1].append(dict(confirmation_id=cid, warning_id=wid, grid=grid))
+    for r, rows in by_rung.values():
+        await insert_rows(conn, rungs, dict(ladder=r.ladder, step=r.step, action=r.action, params=r.params,
+                                            due_at=r.due_at, state="pending", version=1), rows)
 
 
 async def stop_grids(conn: AsyncConnection, confirmation_ids: list[int], now: datetime, reason: str) -> None:

@@ -21,8 +21,9 @@ from warnd.domain.model import MsgType, ParsedAlert
 from warnd.domain.model import Level
 from warnd.domain.planning import Plan, PlannedDelivery, Prior
 from warnd.store import audit
+from warnd.store.bulk import insert_rows
 from warnd.store.database import Database
-from warnd.store.escalation import skip_warnings, write_ladder
+from warnd.store.escalation import skip_warnings, write_ladders
 from warnd.store.schema import confirmations, deliveries, warnings
 from warnd_channels.base import Recipient
 
@@ -154,23 +155,23 @@ class WarningStore:
     @staticmethod
     async def _insert_deliveries(conn: AsyncConnection, wid: int, level: int, expires: datetime | None,
                                  plan: Plan, now: datetime) -> None:
-        if not plan.deliveries:
-            return
-        rows = [dict(warning_id=wid, channel=p.channel, recipient_kind=p.recipient.kind, grid=p.grid,
-                     recipient_id=p.recipient.id, address=p.recipient.address, language=p.recipient.language,
-                     priority=level, state=State.PENDING.value, attempts=0, next_attempt_at=now,
-                     expires=expires, created_at=now, updated_at=now, version=1)
-                for p in plan.deliveries]
-        await conn.execute(sa.insert(deliveries), rows)
+        shared = dict(warning_id=wid, priority=level, state=State.PENDING.value, attempts=0, next_attempt_at=now,
+                      expires=expires, created_at=now, updated_at=now, version=1)
+        await insert_rows(conn, deliveries, shared, [
+            dict(channel=p.channel, recipient_kind=p.recipient.kind, grid=p.grid, recipient_id=p.recipient.id,
+                 address=p.recipient.address, language=p.recipient.language) for p in plan.deliveries])
 
     @staticmethod
     async def _insert_confirmations(conn: AsyncConnection, wid: int, plan: Plan, now: datetime) -> None:
-        """Each grid's requirement, and its ladder snapshot."""
-        for c in plan.confirmations:
-            values = dict(warning_id=wid, grid=c.grid, person_id=c.person_id, backup_id=c.backup_id,
-                          deadline=c.deadline, state="open", late=False, version=1, created_at=now)
-            if c.carried:
-                values.update(state="confirmed", confirmed_at=now, channel="carried")
-            cid = (await conn.execute(sa.insert(confirmations).values(**values)
-                                      .returning(confirmations.c.id))).scalar_one()
-            await write_ladder(conn, cid, wid, c.grid, c.rungs)
+        """Each grid's requirement, and its ladder snapshot: a few statements, however many grids."""
+        if not plan.confirmations:
+            return
+        await insert_rows(conn, confirmations, dict(warning_id=wid, late=False, version=1, created_at=now), [
+            dict(grid=c.grid, person_id=c.person_id, backup_id=c.backup_id, deadline=c.deadline,
+                 state="confirmed" if c.carried else "open", confirmed_at=now if c.carried else None,
+                 channel="carried" if c.carried else None) for c in plan.confirmations])
+        # The ids the rows were given. A plan has one requirement per grid, and this
+        # transaction made the warning, so (warning, grid) names each of them.
+        c = confirmations.c
+        ids = dict((await conn.execute(sa.select(c.grid, c.id).where(c.warning_id == wid))).all())
+        await write_ladders(conn, [(ids[p.grid], wid, p.grid, p.rungs) for p in plan.confirmations])

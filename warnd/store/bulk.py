@@ -1,0 +1,57 @@
+"""Bulk INSERT without converting the same values once per row."""
+from __future__ import annotations
+
+import operator
+from typing import Any, Callable
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+async def insert_rows(conn: AsyncConnection, table: sa.Table, shared: dict[str, Any],
+                      rows: list[dict[str, Any]]) -> None:
+    """INSERT `rows` (each completed by the values in `shared`) with one executemany.
+
+    `conn.execute(insert, rows)` passes every value of every row through its column
+    type (times, JSON, booleans): for a warning to 20,000 subscribers that was 0.4 s of
+    the intake, spent converting the same few times over and over. Here the shared
+    values are converted once, a row's own values only where their type needs it, and
+    the driver is handed the result. Every row must have the same keys.
+    """
+    if not rows:
+        return
+    dialect = conn.dialect
+    compiled = sa.insert(table).inline().compile(dialect=dialect, column_keys=[*shared, *rows[0]])
+    names = list(compiled.positiontup if compiled.positional else compiled.params)
+
+    def processor(name: str) -> Callable[[Any], Any] | None:
+        return table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+
+    fixed = {}
+    for name in names:  # the shared values, and the Python-side defaults SQLAlchemy would fill in
+        if name in rows[0]:
+            continue
+        default = table.c[name].default
+        if name in shared:
+            value = shared[name]
+        elif default is None or default.is_scalar:
+            value = None if default is None else default.arg
+        else:
+            raise ValueError(f"{table.name}.{name} needs a value: its default is not a constant")
+        process = processor(name)
+        fixed[name] = process(value) if process else value
+    own = [(name, process) for name in rows[0] if (process := processor(name))]
+    if not compiled.positional:  # psycopg: by name
+        pick = dict
+    elif len(names) > 1:  # SQLite: in the order of the placeholders
+        pick = operator.itemgetter(*names)
+    else:
+        pick = lambda values: (values[names[0]],)  # noqa: E731
+
+    def params(row: dict[str, Any]) -> Any:
+        values = {**fixed, **row}
+        for name, process in own:
+            values[name] = process(values[name])
+        return pick(values)
+
+    await conn.exec_driver_sql(compiled.string, [params(row) for row in rows])
