@@ -62,10 +62,11 @@ def directory(sink: WebhookSink, *subs: Subscriber) -> DirectoryData:
 async def make_node(database, clock, sink):
     nodes = []
 
-    async def make(*subs: Subscriber, start: bool = True, node_id: str = "n1") -> Node:
+    async def make(*subs: Subscriber, start: bool = True, node_id: str = "n1", **webhook) -> Node:  # noqa: ANN003
         config = load_config(None, database_url=database.url, node_id=node_id,
                              webhook={"allow_private_urls": True, "timeout_seconds": 2.0,
-                                      "retry": {"max_attempts": 4, "base_seconds": 1, "max_seconds": 60}},
+                                      "retry": {"max_attempts": 4, "base_seconds": 1, "max_seconds": 60},
+                                      **webhook},
                              dispatcher={"poll_seconds": 0.05})
         node = Node(config, clock=clock)
         if not nodes:
@@ -234,6 +235,24 @@ async def test_red_is_claimed_before_an_earlier_blue_fan_out(make_node, clock, d
     await node.intake.submit(cap(alert("RED", severity="Extreme")), XML, admin_scope())
     claimed = await DeliveryStore(database, clock, "x/1").claim("webhook", 60, 60)
     assert [r.priority for r in claimed[:50]] == [int(Level.RED)] * 50
+
+
+async def test_a_red_warning_overtakes_a_rate_limited_blue_fan_out(make_node, sink):
+    subs = tuple(Subscriber(f"s{i}", sink.url(f"/s{i}"), SECRET) for i in range(40))
+    node = await make_node(*subs, rate_per_second=20)  # 5 rows claimed ahead (a quarter second)
+    await node.intake.submit(cap(alert("BLUE", severity="Minor")), XML, admin_scope())
+    await until(lambda: _true(len(sink.received()) >= 5))
+    await node.intake.submit(cap(alert("RED", severity="Extreme")), XML, admin_scope())
+    blue_before = len(sink.received())
+    await until(lambda: _true(len(sink.received()) == 80), timeout=30)
+    red = ["RED" in sink.bodies[(r.path, r.id)].decode() for r in sink.received()]
+    last_red = max(i for i, is_red in enumerate(red) if is_red)
+    # the blue rows claimed when the red one came in go first, the 30-odd others after it
+    assert red[blue_before:last_red + 1].count(False) <= 8, red
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 async def test_expiry_ends_pending_sends_and_open_confirmations(make_node, clock):

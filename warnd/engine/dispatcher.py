@@ -1,12 +1,13 @@
 """The dispatcher: claims due deliveries, sends them, records every outcome.
 
 Each channel has `concurrency` long-lived senders and one claim loop. The loop
-claims what the idle senders can take plus at most one round ahead
-(`concurrency` rows waiting for a sender, refilled when half are gone), so a
-claim's database round trip overlaps the sends instead of idling the senders,
-and a red warning that arrives during a large blue fan-out is claimed at the
-next refill, ahead of the remaining blue rows. Senders take claimed rows in
-claim order. Results are written in batches: with the next claim, in its
+claims what the idle senders can take plus some rows ahead (see `ahead_for`,
+refilled when half are gone), so a claim's database round trip overlaps the
+sends instead of idling the senders, and a red warning that arrives during a
+large blue fan-out is claimed at the next refill, ahead of the remaining blue
+rows. A sender takes its rate-limit token first and only then the next claimed
+row (in claim order): rows never queue for tokens, so a red row waits behind at
+most the rows claimed ahead, which are a quarter of a second of the rate. Results are written in batches: with the next claim, in its
 transaction, or by the flusher when no claim takes them along; until a result
 is written the row stays `sending`, and a crash leaves it for the recovery sweep.
 """
@@ -90,7 +91,8 @@ class Dispatcher:
         self._running = True
         for name in self.channels:
             cfg = self.config.channel(name)
-            lane = self._lanes[name] = Lane(cfg.concurrency)
+            lane = self._lanes[name] = Lane(ahead_for(cfg.concurrency, cfg.rate_per_second,
+                                                      self.config.dispatcher.batch_size))
             bucket = TokenBucket(cfg.rate_per_second)
             self._senders += [asyncio.create_task(self._sender(name, lane, bucket), name=f"send-{name}")
                               for _ in range(cfg.concurrency)]
@@ -162,7 +164,12 @@ class Dispatcher:
         observe = self.metrics.child(self.metrics.send_seconds, name).observe
         clock = self.clock
         batch_size = self.config.dispatcher.batch_size
-        while (row := await lane.take()) is not None:
+        while await lane.wait_ready():
+            await bucket.take()
+            row = lane.take()
+            if row is None:  # another sender was quicker
+                bucket.give_back()
+                continue
             started = clock.now()
             try:
                 known = self._warnings.get(row.warning_id)
@@ -170,7 +177,6 @@ class Dispatcher:
                     known = await self._warning(row.warning_id)
                 message = self._message(row, *known)
                 rendered = channel.render(message)
-                await bucket.take()
                 t0 = sending[me] = time.monotonic()
                 try:
                     result = await channel.send(message, rendered)
@@ -267,8 +273,18 @@ class Dispatcher:
             self.wake()
 
 
+AHEAD_SECONDS = 0.25  # claimed rows waiting for a sender: at most this much of the channel's rate
+
+
+def ahead_for(concurrency: int, rate_per_second: float, batch_size: int) -> int:
+    """How many claimed rows may wait for a sender: a round for the senders (more, up to a
+    claim batch, when the rate allows), never more than AHEAD_SECONDS of the rate: at one
+    SMS a second, rows claimed ahead would hold a red warning back by as many seconds."""
+    return max(1, min(max(concurrency, batch_size), int(rate_per_second * AHEAD_SECONDS)))
+
+
 class Lane:
-    """One channel's claimed rows waiting for a sender (in claim order), and its idle senders.
+    """One channel's claimed rows waiting for a sender (in claim order).
 
     `ahead` rows may wait for a sender; the claim loop is cued when half of them are gone.
     """
@@ -277,15 +293,16 @@ class Lane:
         self.ahead = ahead
         self.refill_at = ahead // 2
         self.ready: deque[Claimed] = deque()
-        self._idle: deque[asyncio.Future] = deque()  # senders waiting for a row
         self.sending: dict[asyncio.Task, float] = {}  # sender -> when its send began (monotonic)
         self.overdue: set[asyncio.Task] = set()  # senders the watchdog cancelled
+        self._rows = asyncio.Event()
         self._low = asyncio.Event()
         self._open = True
 
     def wanted(self) -> int:
-        """How many rows a claim should take: one for each idle sender, plus the round ahead."""
-        return sum(not f.done() for f in self._idle) + self.ahead - len(self.ready)
+        """How many rows a claim should take: enough to have `ahead` waiting. (Idle senders
+        do not count: a sender takes a row only once it holds a token of the rate.)"""
+        return max(1, self.ahead - len(self.ready))
 
     async def wait_low(self) -> None:
         """Until few claimed rows are left waiting (or the lane closes)."""
@@ -294,36 +311,30 @@ class Lane:
             await self._low.wait()
 
     def put(self, rows: list[Claimed]) -> None:
-        """Claimed rows, in order: to idle senders first, the rest waits."""
-        idle = self._idle
-        for i, row in enumerate(rows):
-            while idle and idle[0].done():  # a sender cancelled while it waited
-                idle.popleft()
-            if not idle or not self._open:
-                self.ready.extend(rows[i:])
-                return
-            idle.popleft().set_result(row)
+        """Claimed rows, in order, for the senders."""
+        self.ready.extend(rows)
+        if self.ready:
+            self._rows.set()
 
-    async def take(self) -> Claimed | None:
-        """The next claimed row; None once the lane is closed."""
-        if not self._open:
+    async def wait_ready(self) -> bool:
+        """Until a claimed row waits (True), or the lane is closed (False)."""
+        while self._open and not self.ready:
+            self._low.set()
+            self._rows.clear()
+            await self._rows.wait()
+        return self._open
+
+    def take(self) -> Claimed | None:
+        """The next claimed row, if one waits and the lane is open."""
+        if not self._open or not self.ready:
             return None
-        ready = self.ready
-        if ready:
-            row = ready.popleft()
-            if len(ready) <= self.refill_at:
-                self._low.set()
-            return row
-        self._low.set()
-        waiter = asyncio.get_running_loop().create_future()
-        self._idle.append(waiter)
-        return await waiter
+        row = self.ready.popleft()
+        if len(self.ready) <= self.refill_at:
+            self._low.set()
+        return row
 
     def close(self) -> None:
         """No more rows for the senders: each finishes what it sends now, then stops."""
         self._open = False
-        while self._idle:
-            waiter = self._idle.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+        self._rows.set()
         self._low.set()

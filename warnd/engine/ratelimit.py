@@ -23,3 +23,7 @@ class TokenBucket:
                     self.tokens -= 1
                     return
                 await asyncio.sleep((1 - self.tokens) / self.rate)
+
+    def give_back(self) -> None:
+        """A token taken but not used."""
+        self.tokens = min(self.capacity, self.tokens + 1)
