@@ -64,12 +64,15 @@ class SmsChannel:
         return result
 
     async def status(self, sid: str) -> Receipt | None:
-        """The message's state at Twilio, read like a status callback (reconciliation)."""
+        """The message's state at Twilio, read like a status callback (reconciliation);
+        "sent" while still on its way, None when the lookup failed."""
         found = await self.api.fetch(lambda client: client.messages(sid).fetch_async(), self.config.timeout_seconds)
         if found is None:
             return None
-        return message_receipt({"MessageStatus": str(found.status or ""), "MessageSid": sid,
-                                "ErrorCode": "" if found.error_code is None else str(found.error_code)})
+        status = str(found.status or "")
+        return (message_receipt({"MessageStatus": status, "MessageSid": sid,
+                                 "ErrorCode": "" if found.error_code is None else str(found.error_code)})
+                or Receipt("sent", f"twilio.{status}", sid))
 
     async def close(self) -> None:
         await self.api.close()

@@ -113,12 +113,15 @@ class VoiceChannel:
         return result
 
     async def status(self, sid: str) -> Receipt | None:
-        """The call's state at Twilio, read like a status callback (reconciliation)."""
+        """The call's state at Twilio, read like a status callback (reconciliation);
+        "sent" while it is still ringing or in progress, None when the lookup failed."""
         found = await self.api.fetch(lambda client: client.calls(sid).fetch_async(), self.config.timeout_seconds)
         if found is None:
             return None
-        return call_receipt({"CallStatus": str(found.status or ""), "CallSid": sid,
-                             "CallDuration": "" if found.duration is None else str(found.duration)})
+        status = str(found.status or "")
+        return (call_receipt({"CallStatus": status, "CallSid": sid,
+                              "CallDuration": "" if found.duration is None else str(found.duration)})
+                or Receipt("sent", f"twilio.{status}", sid))
 
     async def close(self) -> None:
         await self.api.close()

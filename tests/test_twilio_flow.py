@@ -17,7 +17,7 @@ from test_engine import until
 from warnd.config import load_config
 from warnd.domain.authority import admin_scope
 from warnd.domain.directory import Person, Region
-from warnd.engine.node import Node
+from warnd.engine.node import RECONCILE_PARALLEL, Node
 from warnd.http.app import build_app
 from warnd.ingest.capxml import alert_to_xml
 from warnd.ingest.directory import DirectoryData
@@ -64,7 +64,7 @@ async def flow(tmp_path):
     started = []
 
     async def start(n: int, scenario: dict, channels: list[str], auth_token: str = TOKEN,  # noqa: ANN202
-                    reconcile_after: float = 300.0):
+                    reconcile_after: float = 300.0, reconcile_every: float = 0.2):
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         plan = Scenario()
@@ -77,7 +77,7 @@ async def flow(tmp_path):
             None, database_url=url, public_base_url=base, port=port,
             twilio={"account_sid": SID, "auth_token": auth_token, "api_base_url": sim_url, "from_number": FROM,
                     "reconcile_after_seconds": reconcile_after},
-            sweeps={"reconcile_seconds": 0.2},
+            sweeps={"reconcile_seconds": reconcile_every},
             sms={"enabled": "sms" in channels, "rate_per_second": 5000, "concurrency": 64,
                  # 60: a 429 storm at 60 % exhausts 20 attempts for one of 200 rows in 140 runs
                  "retry": {"max_attempts": 60, "base_seconds": 0.05, "max_seconds": 0.5}},
@@ -192,6 +192,20 @@ async def test_a_send_still_in_flight_at_twilio_is_left_as_sent(flow):
     await until(lambda: _ge(count(node, deliveries, deliveries.c.state == "sent"), 1))
     await until(lambda: _ge(_fetches(sim), 2))
     assert await by_state(node) == {"sent": 1} and len(sim.messages) == 1
+
+
+async def test_lookups_stop_at_the_first_failure_while_twilio_is_down(flow):
+    node, sim, _ = await flow(20, {"default": {"deliver_after": 3600}}, ["sms"], reconcile_after=0.01,
+                              reconcile_every=3600)
+    await node.intake.submit(live(), XML, admin_scope())
+    await until(lambda: _ge(count(node, deliveries, deliveries.c.state == "sent"), 20))
+    sim.scenario.update({"faults": {"rate_5xx": 1.0}})  # every API request answers 5xx now
+    before = sim.stats.requests
+    await node.reconcile()
+    assert sim.stats.requests - before == RECONCILE_PARALLEL  # one round of lookups, then it gave up
+    sim.scenario.update({"faults": {"rate_5xx": 0.0}})
+    await node.reconcile()
+    assert sim.stats.fetches == 20 and await by_state(node) == {"sent": 20}
 
 
 async def _fetches(sim: TwilioSimulator) -> int:

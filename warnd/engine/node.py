@@ -169,23 +169,27 @@ class Node:
         overdue = await self.deliveries.overdue_sent(
             sorted(lookup), now - timedelta(seconds=twilio.reconcile_after_seconds),
             now - timedelta(hours=twilio.reconcile_hours), RECONCILE_BATCH)
-        gate = asyncio.Semaphore(RECONCILE_PARALLEL)
-
-        async def look_up(delivery_id: int, channel: str, sid: str) -> int | None:
-            async with gate:
-                receipt = await lookup[channel].status(sid)
-            if receipt is None or receipt.state == "sent":
-                return delivery_id  # still in flight (or the lookup failed): later again
-            await self.receipts.apply(channel, delivery_id, receipt.state, receipt.code, receipt.provider_ref,
-                                      receipt.detail)
-            self.metrics.reconciled.labels(channel, receipt.state).inc()
-            return None
-
-        pending = await asyncio.gather(*(look_up(*row) for row in overdue))
-        await self.deliveries.looked_up([i for i in pending if i is not None])
+        settled, waiting = 0, []
+        # A few at a time; the first failed lookup ends the sweep (the provider is down or
+        # slow: the next sweep tries again, and stopping warnd never waits on many timeouts).
+        for start in range(0, len(overdue), RECONCILE_PARALLEL):
+            chunk = overdue[start:start + RECONCILE_PARALLEL]
+            found = await asyncio.gather(*(lookup[channel].status(sid) for _, channel, sid in chunk))
+            for (delivery_id, channel, _), receipt in zip(chunk, found):
+                if receipt is None:  # not looked up: first in line next time
+                    continue
+                if receipt.state == "sent":
+                    waiting.append(delivery_id)
+                    continue
+                await self.receipts.apply(channel, delivery_id, receipt.state, receipt.code,
+                                          receipt.provider_ref, receipt.detail)
+                self.metrics.reconciled.labels(channel, receipt.state).inc()
+                settled += 1
+            if any(receipt is None for receipt in found):
+                break
+        await self.deliveries.looked_up(waiting)
         if overdue:
-            log.info("looked up sends with overdue status", extra={
-                "count": len(overdue), "settled": sum(i is None for i in pending)})
+            log.info("looked up sends with overdue status", extra={"count": len(overdue), "settled": settled})
 
     async def expire(self) -> None:
         n = await self.deliveries.expire()
