@@ -29,6 +29,13 @@ def test_unknown_keys_and_levels_are_rejected_by_name(tmp_path):
     assert "webhok" in fields and any(f.startswith("routing.0.levels") for f in fields)
 
 
+def test_an_unknown_display_timezone_is_refused_by_name():
+    with pytest.raises(WarndError) as err:
+        load_config(None, display_timezone="Mars/Olympus")
+    assert [p.field for p in err.value.problems] == ["display_timezone"]
+    assert "Mars/Olympus" in err.value.problems[0].detail_en
+
+
 def test_the_compose_example_configuration_is_valid():
     config = load_config(EXAMPLE.parents[1] / "deploy" / "warnd.yaml")
     assert config.speaker.enabled and config.sms.enabled and config.mqtt.url == "mqtt://mosquitto:1883"

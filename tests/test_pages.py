@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -126,6 +127,8 @@ async def test_door_to_door_list_completed_through_its_page_covers_the_grid(site
     status, _, html = await site.page(path)
     assert "已标记 3/3" in html and "本网格已全部入户通知" in html
     assert "拒绝转移 1" in html and "不在家 1" in html
+    # times in Beijing time (display_timezone), not the server's UTC
+    assert site.clock.now().astimezone(ZoneInfo("Asia/Shanghai")).strftime("%m-%d %H:%M") in html
     (conf,) = await site.rows(confirmations)
     assert conf.state == "covered" and conf.covered_at == site.clock.now()
     (cl,) = await site.rows(call_lists)

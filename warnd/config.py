@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from typing import Literal
@@ -199,6 +200,8 @@ class Config(Strict):
     dispatcher: DispatcherConfig = DispatcherConfig()
     sweeps: SweepConfig = SweepConfig()
     log_level: str = "INFO"
+    # Times people read (door-to-door pages): an IANA zone; China has one, without DST.
+    display_timezone: str = "Asia/Shanghai"
 
     @field_validator("levels")
     @classmethod
@@ -221,6 +224,19 @@ class Config(Strict):
             if key == name or (key != "uncovered" and name != "uncovered" and Level.parse(key) == Level.parse(name)):
                 return rungs
         return []
+
+    @field_validator("display_timezone")
+    @classmethod
+    def _zone_known(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (an IANA name such as Asia/Shanghai)") from None
+        return v
+
+    @property
+    def display_zone(self) -> ZoneInfo:
+        return ZoneInfo(self.display_timezone)
 
     @field_validator("unknown_severity_level")
     @classmethod

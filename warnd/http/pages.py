@@ -11,7 +11,7 @@ right status, rendered here rather than as problem+json.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, tzinfo
 from typing import Awaitable, Callable
 
 from aiohttp import web
@@ -24,8 +24,6 @@ from warnd.http.keys import NODE
 from warnd.render import environment
 from warnd.store.call_lists import MARKS, CallListStore, Marked, WarningHead
 
-# Times are shown as people in China read them (UTC+8, no daylight saving).
-SHOWN_TZ = timezone(timedelta(hours=8), "CST")
 LEVEL_COLOURS = {Level.RED: "#c8102e", Level.ORANGE: "#e86a00", Level.YELLOW: "#f2c200", Level.BLUE: "#1f5fbf"}
 HEADERS = {
     "Cache-Control": "no-store",
@@ -128,8 +126,9 @@ def _verified(request: web.Request, purpose: str) -> str:
     return verify(node.secret_key, purpose, request.match_info["token"], node.clock.now())
 
 
-def _shown(at: datetime | None) -> str:
-    return at.astimezone(SHOWN_TZ).strftime("%m-%d %H:%M") if at else ""
+def _shown(at: datetime | None, zone: tzinfo) -> str:
+    """A time as the visitor reads it: in the configured display_timezone (Asia/Shanghai)."""
+    return at.astimezone(zone).strftime("%m-%d %H:%M") if at else ""
 
 
 async def _warning(node: Node, head: WarningHead, lang: str) -> dict:
@@ -202,11 +201,12 @@ async def call_list_page(request: web.Request) -> web.Response:
     head = await store.warning(found.warning_id)
     assert head is not None  # a list is never without its warning
     items = [{"id": i.id, "household_id": i.household_id, "address": i.address, "phone": i.phone, "vulnerable": i.vulnerable, "mark": i.mark,
-              "marked_at": _shown(i.marked_at)} for i in found.items]
+              "marked_at": _shown(i.marked_at, node.config.display_zone)} for i in found.items]
     return _render(request, "call_list", w=await _warning(node, head, lang), items=items, marks=MARKS,
                    grid=found.grid, grid_name=found.grid_name or found.grid, assignee=found.assignee_name or "",
                    total=found.total, marked=found.marked, by_mark=found.by_mark,
-                   complete=found.completed_at is not None, completed_at=_shown(found.completed_at))
+                   complete=found.completed_at is not None,
+                   completed_at=_shown(found.completed_at, node.config.display_zone))
 
 
 @_pages
