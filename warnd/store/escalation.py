@@ -90,6 +90,10 @@ class EscalationStore:
                .where(r.state == "pending", r.due_at <= now, c.state == "open", w.state == "active")
                .limit(limit).with_for_update(of=rungs, skip_locked=True))
         fired = []
+        async with self.db.read() as conn:  # nothing due (most sweeps): no write lock taken
+            if (await conn.execute(sa.select(r.id).where(r.state == "pending", r.due_at <= now).limit(1))).first() \
+                    is None:
+                return []
         async with self.db.write() as conn:
             levels = (await conn.execute(sa.select(sa.func.count(sa.distinct(w.level)))
                                          .where(w.state == "active"))).scalar()
