@@ -23,6 +23,7 @@ from warnd.ingest.capxml import alert_to_xml
 from warnd.ingest.directory import DirectoryData
 from warnd.sim.twilio import TwilioSimulator
 from warnd.sim.twilio_behaviour import Scenario
+from warnd.store.deliveries import DeliveryStore
 from warnd.store.schema import confirmations, deliveries, inbound
 from warnd.store.migrate import upgrade
 
@@ -64,7 +65,8 @@ async def flow(tmp_path):
     started = []
 
     async def start(n: int, scenario: dict, channels: list[str], auth_token: str = TOKEN,  # noqa: ANN202
-                    reconcile_after: float = 300.0, reconcile_every: float = 0.2):
+                    reconcile_after: float = 300.0, reconcile_every: float = 0.2,
+                    resend_uncertain_after: float | None = 600.0):
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         plan = Scenario()
@@ -76,8 +78,9 @@ async def flow(tmp_path):
         config = load_config(
             None, database_url=url, public_base_url=base, port=port,
             twilio={"account_sid": SID, "auth_token": auth_token, "api_base_url": sim_url, "from_number": FROM,
-                    "reconcile_after_seconds": reconcile_after},
-            sweeps={"reconcile_seconds": reconcile_every},
+                    "reconcile_after_seconds": reconcile_after,
+                    "resend_uncertain_after_seconds": resend_uncertain_after},
+            sweeps={"reconcile_seconds": reconcile_every, "recover_seconds": 0.2},
             sms={"enabled": "sms" in channels, "rate_per_second": 5000, "concurrency": 64,
                  # 60: a 429 storm at 60 % exhausts 20 attempts for one of 200 rows in 140 runs
                  "retry": {"max_attempts": 60, "base_seconds": 0.05, "max_seconds": 0.5}},
@@ -206,6 +209,25 @@ async def test_lookups_stop_at_the_first_failure_while_twilio_is_down(flow):
     sim.scenario.update({"faults": {"rate_5xx": 0.0}})
     await node.reconcile()
     assert sim.stats.fetches == 20 and await by_state(node) == {"sent": 20}
+
+
+async def test_sms_a_crash_left_uncertain_go_out_once_unless_twilio_answered_for_them(flow, tmp_path):
+    node, sim, _ = await flow(4, {}, ["sms"], resend_uncertain_after=0.5)
+    await node.dispatcher.stop()  # this node sends nothing itself until the dead one's claims are settled
+    await node.intake.submit(live(), XML, admin_scope())
+    dead = DeliveryStore(node.db, node.clock, "dead/1")
+    claimed = await dead.claim("sms", 10, lease_seconds=0.01)  # then it "crashed": nothing sent, nothing written
+    assert len(claimed) == 4
+    # Twilio had taken one of them before the crash: its status callback settles it.
+    taken = claimed[0]
+    await node.receipts.apply("sms", taken.id, "delivered", "twilio.delivered", "SMtaken")
+    await until(lambda: _ge(count(node, deliveries, deliveries.c.state == "uncertain"), 3))
+    await node.dispatcher.start()
+    await until(lambda: _ge(count(node, deliveries, deliveries.c.state == "delivered"), 4), timeout=30)
+    assert sorted(m.to for m in sim.messages.values()) == sorted(r.address for r in claimed[1:])
+    async with node.db.read() as conn:
+        codes = {r.id: r.attempts for r in await conn.execute(sa.select(deliveries.c.id, deliveries.c.attempts))}
+    assert codes[taken.id] == 1 and {codes[r.id] for r in claimed[1:]} == {2}
 
 
 async def _fetches(sim: TwilioSimulator) -> int:

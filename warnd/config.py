@@ -106,6 +106,10 @@ class TwilioConfig(Strict):
     # last `reconcile_hours` are looked up.
     reconcile_after_seconds: float = Field(300.0, gt=0)
     reconcile_hours: float = Field(24.0, gt=0)
+    # An SMS or call left `uncertain` by a crash (in flight: sent or not?) with no word
+    # from Twilio this long is sent again: had Twilio taken it, its status callbacks to
+    # the delivery's own URL would have settled it by now. null: never (an operator decides).
+    resend_uncertain_after_seconds: float | None = Field(600.0, gt=0)
 
 
 class SmsConfig(ChannelConfig):

@@ -152,6 +152,14 @@ class Node:
             if n:
                 self.metrics.recovered.labels(state).inc(n)
                 log.warning("recovered deliveries from a dead claim", extra={"state": state, "count": n})
+        quiet = self.config.twilio.resend_uncertain_after_seconds
+        resendable = sorted(name for name, ch in self.channels.items() if not ch.dedupes)  # SMS, calls
+        if quiet is not None and resendable:
+            n = await self.deliveries.resend_uncertain(resendable, self.clock.now() - timedelta(seconds=quiet))
+            if n:
+                counts["pending"] = counts.get("pending", 0) + n
+                self.metrics.recovered.labels("resent").inc(n)
+                log.warning("sending again what a crash left uncertain", extra={"count": n})
         if counts.get("pending"):
             self.dispatcher.wake()
 

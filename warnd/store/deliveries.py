@@ -350,6 +350,20 @@ class DeliveryStore:
                 counts[state.value] = len(ids)
         return counts
 
+    async def resend_uncertain(self, channels: Sequence[str], quiet_since: datetime) -> int:
+        """`uncertain` sends of warnings in force with no word from the provider since
+        `quiet_since` go out again (see twilio.resend_uncertain_after_seconds)."""
+        now = self.clock.now()
+        d, w = deliveries.c, warnings.c
+        async with self.db.write() as conn:
+            return (await conn.execute(
+                sa.update(deliveries)
+                .where(d.state == State.UNCERTAIN.value, d.channel.in_(channels), d.updated_at <= quiet_since,
+                       d.warning_id.in_(sa.select(w.id).where(w.state == "active")))
+                .values(state=State.PENDING.value, next_attempt_at=now, last_code="uncertain_resent",
+                        last_detail="no word from the provider since the crash: sent again",
+                        updated_at=now, version=d.version + 1))).rowcount
+
     async def retire_stale(self) -> int:
         """Pending rows of warnings no longer in force take their warning's end.
 
