@@ -259,11 +259,15 @@ class Tx:
         cursor.execute(statement.sql, statement.params(params))
         return cursor.fetchall()
 
-    def rows_changed(self, statement: Prepared, params: Mapping[str, Any]) -> int:
-        """One statement that changes rows; how many it changed."""
+    def run(self, statement: Prepared, params: Mapping[str, Any]) -> Any:
+        """One statement; its cursor (within `together`, its rowcount is known once the block is left)."""
         cursor = self._conn.cursor()
         cursor.execute(statement.sql, statement.params(params))
-        return cursor.rowcount
+        return cursor
+
+    def rows_changed(self, statement: Prepared, params: Mapping[str, Any]) -> int:
+        """One statement that changes rows; how many it changed."""
+        return self.run(statement, params).rowcount
 
     def many(self, statement: Prepared, params: Sequence[Mapping[str, Any]]) -> Any:
         """One statement per parameter set; the cursor (its rowcount: the rows changed in all)."""
