@@ -2,20 +2,18 @@
 
 Receipts arrive by the thousand during a fan-out (two status callbacks per SMS,
 a played-ack per speaker), each from its own request or message. They are
-written in groups: whoever finds no write under way starts one, which takes
-every receipt waiting at that moment into one transaction, and each caller is
-answered only once its receipt is committed (a provider's callback is
-acknowledged only after it is durable).
+written in groups (warnd.grouping), and each caller is answered only once its
+receipt is committed: a provider's callback is acknowledged only when durable.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from warnd.clock import Clock
 from warnd.config import Config
 from warnd.domain.delivery import State, decide
 from warnd.engine.metrics import Metrics
+from warnd.grouping import Grouped
 from warnd.store.deliveries import DeliveryStore, Receipt
 from warnd_channels.base import Outcome, SendResult
 
@@ -31,8 +29,7 @@ class Receipts:
         self.clock = clock
         self.metrics = metrics
         self.wake = wake
-        self._waiting: list[tuple[Receipt, asyncio.Future[bool]]] = []
-        self._writer: asyncio.Task | None = None
+        self._write = Grouped(store.receipts, MAX_GROUP, "receipts")
 
     async def apply(self, channel: str, delivery_id: int, state: str, code: str, provider_ref: str | None,
                     detail: str = "") -> bool:
@@ -56,29 +53,6 @@ class Receipts:
             log.info("receipt changed nothing", extra={"delivery": delivery_id, "state": state, "code": code})
         return changed
 
-    async def _write(self, receipt: Receipt) -> bool:
-        done = asyncio.get_running_loop().create_future()
-        self._waiting.append((receipt, done))
-        if self._writer is None or self._writer.done():
-            # A task of its own: a caller that goes away must not take the others' write with it.
-            self._writer = asyncio.create_task(self._write_waiting(), name="receipts")
-        return await asyncio.shield(done)
-
-    async def _write_waiting(self) -> None:
-        while self._waiting:
-            group, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
-            try:
-                changed = await self.store.receipts([receipt for receipt, _ in group])
-            except Exception as exc:  # noqa: BLE001 - each caller gets the error (a callback answers 5xx)
-                for _, done in group:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
-            for (_, done), result in zip(group, changed):
-                if not done.done():
-                    done.set_result(result)
-
     async def drain(self) -> None:
         """Wait for the receipts being written (at shutdown)."""
-        if self._writer is not None:
-            await asyncio.gather(self._writer, return_exceptions=True)
+        await self._write.drain()

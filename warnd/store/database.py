@@ -27,6 +27,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.expression import Executable
 
+from warnd.grouping import Grouped
+
 SQLITE_BUSY_MS = 30_000
 GROUP_MAX = 200  # works per grouped transaction
 T = TypeVar("T")
@@ -70,8 +72,7 @@ class Database:
                                               pool_pre_ping=True)
             self._hot_engine = create_engine(sync_url(url), pool_size=1, max_overflow=0)
         self._hot_thread: ThreadPoolExecutor | None = None
-        self._grouped: list[tuple[Callable[[AsyncConnection], Awaitable[Any]], asyncio.Future]] = []
-        self._group_task: asyncio.Task | None = None
+        self._grouped: Grouped = Grouped(self._write_works, GROUP_MAX, "db-group-commit")
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -91,47 +92,25 @@ class Database:
             yield conn
 
     async def write_grouped(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run `work` in a write transaction shared with other callers' work; its result once committed.
+        """Run `work` in a write transaction shared with other callers' work (group commit,
+        see warnd.grouping); its result once committed. Each work runs in its own savepoint:
+        a failing one is rolled back alone and only its caller gets the error."""
+        return await self._grouped(work)
 
-        Group commit, for many small writes from concurrent requests (people's replies):
-        each write transaction costs a commit (an fsync with synchronous=FULL), and they
-        queue behind each other. Whoever finds no group under way starts one; it takes
-        every work waiting at that moment, each in its own savepoint (a failing one is
-        rolled back alone and its caller gets the error), and commits them together.
-        """
-        done = asyncio.get_running_loop().create_future()
-        self._grouped.append((work, done))
-        if self._group_task is None or self._group_task.done():
-            # a task of its own: a caller that goes away must not take the others' commit along
-            self._group_task = asyncio.create_task(self._write_groups(), name="db-group-commit")
-        return await asyncio.shield(done)
-
-    async def _write_groups(self) -> None:
-        while self._grouped:
-            group, self._grouped = self._grouped[:GROUP_MAX], self._grouped[GROUP_MAX:]
-            outcomes: list[tuple[asyncio.Future, BaseException | None, Any]] = []
-            try:
-                async with self.write() as conn:
-                    for work, done in group:
-                        try:
-                            async with conn.begin_nested():
-                                outcomes.append((done, None, await work(conn)))
-                        except Exception as exc:  # noqa: BLE001 - this caller's error, not the group's
-                            outcomes.append((done, exc, None))
-            except Exception as exc:  # noqa: BLE001 - the commit failed: nobody's work is stored
-                outcomes = [(done, exc, None) for _, done in group]
-            for done, error, value in outcomes:
-                if done.done():
-                    continue
-                if error is None:
-                    done.set_result(value)
-                else:
-                    done.set_exception(error)
+    async def _write_works(self, works: list[Callable[[AsyncConnection], Awaitable[Any]]]) -> list[Any]:
+        results: list[Any] = []
+        async with self.write() as conn:
+            for work in works:
+                try:
+                    async with conn.begin_nested():
+                        results.append(await work(conn))
+                except Exception as exc:  # noqa: BLE001 - this caller's error, not the group's
+                    results.append(exc)
+        return results
 
     async def drain(self) -> None:
         """Wait for grouped writes under way (at shutdown)."""
-        if self._group_task is not None:
-            await asyncio.gather(self._group_task, return_exceptions=True)
+        await self._grouped.drain()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
