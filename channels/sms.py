@@ -64,15 +64,12 @@ class SmsChannel:
         return result
 
     async def status(self, sid: str) -> Receipt | None:
-        """The message's state at Twilio, read like a status callback (reconciliation);
-        "sent" while still on its way, None when the lookup failed."""
-        found = await self.api.fetch(lambda client: client.messages(sid).fetch_async(), self.config.timeout_seconds)
-        if found is None:
-            return None
-        status = str(found.status or "")
-        return (message_receipt({"MessageStatus": status, "MessageSid": sid,
-                                 "ErrorCode": "" if found.error_code is None else str(found.error_code)})
-                or Receipt("sent", f"twilio.{status}", sid))
+        """The message's state at Twilio (reconciliation, see TwilioApi.status)."""
+        return await self.api.status(
+            sid, lambda client: client.messages(sid).fetch_async(),
+            lambda m: message_receipt({"MessageStatus": str(m.status or ""), "MessageSid": sid,
+                                       "ErrorCode": "" if m.error_code is None else str(m.error_code)}),
+            self.config.timeout_seconds)
 
     async def close(self) -> None:
         await self.api.close()

@@ -207,13 +207,17 @@ class TwilioApi:
         status = str(getattr(instance, "status", None) or "accepted")
         return SendResult(Outcome.SENT, f"twilio.{status}", provider_ref=instance.sid)
 
-    async def fetch(self, make: Callable[[Client], Awaitable[Any]], timeout: float) -> Any | None:
-        """One read (a message's or call's current state); None when it failed (logged)."""
+    async def status(self, sid: str, make: Callable[[Client], Awaitable[Any]],
+                     read: Callable[[Any], Receipt | None], timeout: float) -> Receipt | None:
+        """A message's or call's current state at Twilio, read like a status callback
+        (`read` turns the fetched resource into one); "sent" while it is still on its
+        way, None when the lookup failed (logged: the next reconciliation asks again)."""
         try:
-            return await asyncio.wait_for(make(self.client), timeout)
-        except Exception as exc:  # noqa: BLE001 - the next reconciliation asks again
+            found = await asyncio.wait_for(make(self.client), timeout)
+        except Exception as exc:  # noqa: BLE001 - every failure is "not looked up"
             log.warning("twilio lookup failed", extra={"error": f"{type(exc).__name__}: {_cut(str(exc))}"})
             return None
+        return read(found) or Receipt("sent", f"twilio.{found.status or ''}", sid)
 
     async def close(self) -> None:
         if self._client is not None:

@@ -113,15 +113,12 @@ class VoiceChannel:
         return result
 
     async def status(self, sid: str) -> Receipt | None:
-        """The call's state at Twilio, read like a status callback (reconciliation);
-        "sent" while it is still ringing or in progress, None when the lookup failed."""
-        found = await self.api.fetch(lambda client: client.calls(sid).fetch_async(), self.config.timeout_seconds)
-        if found is None:
-            return None
-        status = str(found.status or "")
-        return (call_receipt({"CallStatus": status, "CallSid": sid,
-                              "CallDuration": "" if found.duration is None else str(found.duration)})
-                or Receipt("sent", f"twilio.{status}", sid))
+        """The call's state at Twilio (reconciliation, see TwilioApi.status)."""
+        return await self.api.status(
+            sid, lambda client: client.calls(sid).fetch_async(),
+            lambda c: call_receipt({"CallStatus": str(c.status or ""), "CallSid": sid,
+                                    "CallDuration": "" if c.duration is None else str(c.duration)}),
+            self.config.timeout_seconds)
 
     async def close(self) -> None:
         await self.api.close()

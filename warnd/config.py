@@ -176,7 +176,6 @@ def _default_routing() -> list[RoutingRule]:
     return [RoutingRule(channels=["webhook"])]
 
 
-CHANNELS = ("webhook", "sms", "voice", "speaker")
 LEASE_MARGIN_SECONDS = 10.0  # the dispatcher's watchdog margin (5 s) and a result's trip to the database
 
 
@@ -252,7 +251,9 @@ class Config(Strict):
     def _lease_outlasts_sends(self) -> Config:
         # A claim whose lease ran out is recovered, even from this very process (a
         # backstop for a row it lost track of): no send may outlive the lease.
-        longest = max(self.channel(name).timeout_seconds for name in CHANNELS) + LEASE_MARGIN_SECONDS
+        channels = [value for value in (getattr(self, name) for name in type(self).model_fields)
+                    if isinstance(value, ChannelConfig)]
+        longest = max(channel.timeout_seconds for channel in channels) + LEASE_MARGIN_SECONDS
         if self.dispatcher.lease_seconds <= longest:
             raise ValueError(f"dispatcher.lease_seconds must exceed the longest channel timeout_seconds "
                              f"by more than {LEASE_MARGIN_SECONDS:g} s (> {longest:g})")

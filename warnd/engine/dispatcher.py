@@ -7,9 +7,10 @@ sends instead of idling the senders, and a red warning that arrives during a
 large blue fan-out is claimed at the next refill, ahead of the remaining blue
 rows. A sender takes its rate-limit token first and only then the next claimed
 row (in claim order): rows never queue for tokens, so a red row waits behind at
-most the rows claimed ahead, which are a quarter of a second of the rate. Results are written in batches: with the next claim, in its
-transaction, or by the flusher when no claim takes them along; until a result
-is written the row stays `sending`, and a crash leaves it for the recovery sweep.
+most the rows claimed ahead, which are a quarter of a second of the rate.
+Results are written in batches: with the next claim, in its transaction, or by
+the flusher when no claim takes them along; until a result is written the row
+stays `sending`, and a crash leaves it for the recovery sweep.
 """
 from __future__ import annotations
 

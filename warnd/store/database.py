@@ -234,9 +234,7 @@ class Tx:
 
     def rows(self, statement: Prepared, params: Mapping[str, Any]) -> list[tuple]:
         """One statement; the rows it returns."""
-        cursor = self._conn.cursor()
-        cursor.execute(statement.sql, statement.params(params))
-        return cursor.fetchall()
+        return self.run(statement, params).fetchall()
 
     def run(self, statement: Prepared, params: Mapping[str, Any]) -> Any:
         """One statement; its cursor (within `together`, its rowcount is known once the block is left)."""

@@ -9,9 +9,9 @@ arrives after a sweep recovered the row changes nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -152,8 +152,8 @@ class _Hot:
                         claimed_by=None, lease_until=None, updated_at=sa.bindparam("b_at", type_=d.updated_at.type),
                         done_at=sa.bindparam("b_done", type_=d.done_at.type), version=d.version + 1))
         after_send = (State.SENDING, State.SENT, State.UNCERTAIN)
-        self.receipt = {state: receipt(after_send + ((State.PENDING,) if state is State.DELIVERED else ()))
-                        for state in State}
+        self.receipt = receipt(after_send)
+        self.receipt_delivered = receipt(after_send + (State.PENDING,))
         a = attempts.c
         self.log = db.prepare(sa.insert(attempts).inline().values(
             delivery_id=sa.bindparam("b_id", type_=a.delivery_id.type),
@@ -293,7 +293,8 @@ class DeliveryStore:
             changed = []
             for r in batch:
                 done = at if r.state in DONE_STATES else None
-                rows = tx.rows_changed(hot.receipt[r.state], {
+                statement = hot.receipt_delivered if r.state is State.DELIVERED else hot.receipt
+                rows = tx.rows_changed(statement, {
                     "b_id": r.delivery_id, "b_state": r.state.value, "b_code": r.code,
                     "b_detail": r.detail[:2000], "b_ref": r.provider_ref,
                     "b_next": None if r.next_attempt_at is None else stamp(r.next_attempt_at),
@@ -302,11 +303,6 @@ class DeliveryStore:
             return changed
 
         return await self.db.transact(work)
-
-    async def receipt(self, delivery_id: int, state: State, code: str, provider_ref: str | None,
-                      detail: str = "", next_attempt_at: datetime | None = None) -> bool:
-        """One receipt, in its own transaction (see `receipts`)."""
-        return (await self.receipts([Receipt(delivery_id, state, code, provider_ref, detail, next_attempt_at)]))[0]
 
     async def overdue_sent(self, channels: Sequence[str], quiet_since: datetime, sent_since: datetime,
                            limit: int) -> list[tuple[int, str, str]]:
