@@ -174,7 +174,8 @@ async def _run(result: Result, db_url: str, n: int, concurrency: int) -> None:
         twilio={"account_sid": SID, "auth_token": TOKEN, "api_base_url": f"http://{LOOPBACK}:9",
                 "from_number": FROM},
         sms={"enabled": True}, voice={"enabled": False}, webhook={"enabled": False},
-        routing=[{"levels": ["red"], "channels": ["sms"], "roles": ["grid_responsible"]}])
+        routing=[{"levels": ["red"], "channels": ["sms"], "roles": ["grid_responsible"]}],
+        approval={"green_channel": ["admin"]})
     node = Node(config)
     runner = None
     try:

@@ -320,7 +320,8 @@ async def _run(result: Result, db_url: str, sim: Process, sim_url: str, n: int, 
         sms={"enabled": True, "rate_per_second": 1_000_000, "concurrency": concurrency},
         voice={"enabled": False}, webhook={"enabled": False},
         ladders={},  # no escalation rungs: the run is about the send path
-        routing=[{"levels": ["red"], "channels": ["sms"], "roles": ["grid_responsible"]}])
+        routing=[{"levels": ["red"], "channels": ["sms"], "roles": ["grid_responsible"]}],
+        approval={"green_channel": ["admin"]})
     node = Node(config)
     runner = None
     try:

@@ -304,7 +304,8 @@ async def _run(result: Result, wd: Path, db_url: str, n: int, procs: list[Proces
             None, database_url=db_url, node_id="bench-speakers", log_level="WARNING",
             mqtt={"url": broker.url, "protocol": 5, "topic_prefix": PREFIX, "inflight": INFLIGHT},
             speaker={"enabled": True, "rate_per_second": 1_000_000},
-            webhook={"enabled": False}, routing=[{"levels": ["red"], "channels": ["speaker"]}])
+            webhook={"enabled": False}, routing=[{"levels": ["red"], "channels": ["speaker"]}],
+        approval={"green_channel": ["admin"]})
         node = Node(config)
         t = time.monotonic()
         await node.directory.import_data(directory(n))

@@ -127,6 +127,7 @@ def config_yaml(database_url: str, port: int, rate: float) -> str:
         "database_url": database_url, "host": LOOPBACK, "port": port, "node_id": f"bench-{port}",
         "public_base_url": f"http://{LOOPBACK}:{port}", "log_level": "WARNING",
         "webhook": {"allow_private_urls": True, "rate_per_second": rate},
+        "approval": {"green_channel": ["bench"]},  # the fan-out is measured, not the 签发 step
     }, indent=2) + "\n"
 
 

@@ -44,3 +44,7 @@ def people() -> tuple[Person, ...]:
 
 def subscriber(sid: str = "tv", **kw) -> Subscriber:
     return Subscriber(sid, kw.pop("url", f"http://127.0.0.1:9/{sid}"), kw.pop("secret", "whsec_" + "A" * 32), **kw)
+
+# Tests about something other than approval publish at once (approval has its own tests).
+NO_APPROVAL = {"levels": {"red": 0, "orange": 0, "yellow": 0, "blue": 0}}
+SENDER = "dept@example.cn"  # the sender of alert()

@@ -55,9 +55,10 @@ def test_fresh_database_token_and_idempotent_directory_import(tmp_path):
     again = runner.invoke(main, ["directory", "import", "--config", str(cfg), *db, *files])
     assert again.exit_code == 0 and "inserted: 0" in again.output and "updated: 0" in again.output
     token = runner.invoke(main, ["token", "create", *db, "--department", "县水利局", "--events", "山洪,洪水",
-                                 "--regions", "421126", "--max-level", "orange"])
+                                 "--regions", "421126", "--max-level", "orange", "--sender", "slj@421126.cn"])
     assert token.exit_code == 0 and token.output.startswith("wdt_")
-    bad_level = runner.invoke(main, ["token", "create", *db, "--department", "x", "--max-level", "purple"])
+    bad_level = runner.invoke(main, ["token", "create", *db, "--department", "x", "--max-level", "purple",
+                                     "--sender", "x@example.cn"])
     assert bad_level.exit_code != 0 and "purple" in bad_level.output
 
 
@@ -71,7 +72,7 @@ def test_private_webhook_urls_are_refused_unless_configured(tmp_path):
 
 def test_an_unmigrated_database_gets_advice_not_a_stack_trace(tmp_path):
     result = CliRunner().invoke(main, ["token", "create", "--database-url", f"sqlite:///{tmp_path / 'x.db'}",
-                                       "--department", "x"])
+                                       "--department", "x", "--sender", "x@example.cn"])
     assert result.exit_code == 1 and "warnd db upgrade" in result.output and "Traceback" not in result.output
 
 

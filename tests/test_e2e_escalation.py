@@ -58,7 +58,8 @@ class Deployment:
         path.write_text(yaml.safe_dump({
             "database_url": self.url, "port": port, "node_id": name, "log_level": "WARNING",
             "public_base_url": f"http://127.0.0.1:{port}", "webhook": {"enabled": False},
-            "routing": [], "ladders": LADDER, "sweeps": {"escalate_seconds": 0.1}}))
+            "routing": [], "ladders": LADDER, "sweeps": {"escalate_seconds": 0.1},
+            "approval": {"green_channel": ["县气象局"]}}))
         return path
 
     def serve(self, name: str):  # noqa: ANN201

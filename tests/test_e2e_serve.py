@@ -85,7 +85,8 @@ class Warnd:
         self.config_path = tmp_path / "warnd.yaml"
         self.config_path.write_text(yaml.safe_dump({
             "database_url": f"sqlite:///{self.db_path}", "port": self.port, "node_id": "e2e-node",
-            "public_base_url": self.base, "log_level": "WARNING", **config}), encoding="utf-8")
+            "public_base_url": self.base, "log_level": "WARNING", "approval": {"green_channel": ["县气象局"]},
+            **config}), encoding="utf-8")
         directory_path = tmp_path / "directory.yaml"
         directory_path.write_text(yaml.safe_dump(directory(subscribers), allow_unicode=True), encoding="utf-8")
         cfg = ["--config", str(self.config_path)]

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from factories import COUNTY, GRIDS, TOWNSHIP, VILLAGE, alert
+from factories import COUNTY, GRIDS, NO_APPROVAL, SENDER, TOWNSHIP, VILLAGE, alert
 
 from warnd.config import load_config
 from warnd.domain.authority import Scope, admin_scope
@@ -67,7 +67,7 @@ async def make_node(database, clock, sink):
                              webhook={"allow_private_urls": True, "timeout_seconds": 2.0,
                                       "retry": {"max_attempts": 4, "base_seconds": 1, "max_seconds": 60},
                                       **webhook},
-                             dispatcher={"poll_seconds": 0.05})
+                             dispatcher={"poll_seconds": 0.05}, approval=NO_APPROVAL)
         node = Node(config, clock=clock)
         if not nodes:
             await node.directory.import_data(directory(sink, *subs))
@@ -269,7 +269,7 @@ async def test_expiry_ends_pending_sends_and_open_confirmations(make_node, clock
 
 async def test_out_of_scope_is_refused_and_nothing_is_stored(make_node):
     node = await make_node(start=False)
-    weather = Scope("县气象局", ("暴雨",), ("421126",), Level.ORANGE)
+    weather = Scope("县气象局", ("暴雨",), ("421126",), Level.ORANGE, senders=(SENDER,))
     with pytest.raises(WarndError) as err:
         await node.intake.submit(cap(alert(severity="Extreme")), XML, weather)
     assert err.value.code == "auth.level_out_of_scope"

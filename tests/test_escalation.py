@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from factories import COUNTY, GRIDS, T0, TOWNSHIP, VILLAGE, alert
+from factories import COUNTY, GRIDS, NO_APPROVAL, T0, TOWNSHIP, VILLAGE, alert
 
 from warnd.config import load_config
 from warnd.domain.authority import admin_scope
@@ -45,7 +45,7 @@ async def nodes(database, clock):
                              twilio={"from_number": "+15005550006", "api_base_url": "http://127.0.0.1:9"},
                              sms={"enabled": True}, voice={"enabled": True}, webhook={"enabled": False},
                              routing=[{"levels": ["red", "orange"], "channels": ["sms", "voice"],
-                                       "roles": ["grid_responsible"]}])
+                                       "roles": ["grid_responsible"]}], approval=NO_APPROVAL)
         node = Node(config, clock=clock)
         if not made:
             await node.directory.import_data(directory())

@@ -116,7 +116,7 @@ def test_parse_polygon() -> None:
 
 
 def test_level_parameter_must_parse() -> None:
-    good = alert(info(parameters=(("warnd:level", "红色"),)))
+    good = alert(info(severity="Extreme", parameters=(("warnd:level", "红色"),)))
     assert not rules.check_alert(good).problems
     bad = alert(info(parameters=(("other", "x"), ("预警级别", "紫色"))))
     found = rules.check_alert(bad)
@@ -126,10 +126,19 @@ def test_level_parameter_must_parse() -> None:
     assert not rules.check_alert(alert(info(parameters=(("alert_color", "黃色"),)))).problems
 
 
+def test_a_level_parameter_contradicting_the_severity_is_refused() -> None:
+    # Authority is checked on the level and downstream reads the severity: they must agree.
+    found = rules.check_alert(alert(info(severity="Extreme", parameters=(("warnd:level", "yellow"),))))
+    assert fields(found) == {"/alert/info/parameter"}
+    assert "Extreme" in found.problems[0].detail_en and "黄色" in found.problems[0].detail_zh
+    # Unknown severity: the parameter is the only statement of the level.
+    assert not rules.check_alert(alert(info(severity="Unknown", parameters=(("预警级别", "橙色"),)))).problems
+
+
 def test_level_of() -> None:
     config = Config()
     assert level_of(alert(info(severity="Extreme"), info(severity="Minor")), config) is Level.RED
-    explicit = info(severity="Severe", parameters=(("warnd:level", "yellow"),))
+    explicit = info(severity="Unknown", parameters=(("warnd:level", "yellow"),))
     assert level_of(alert(explicit), config) is Level.YELLOW
     assert level_of(alert(info(severity="Unknown")), config) is Level.BLUE
     assert level_of(alert(info(severity="Unknown")), Config(unknown_severity_level="黄色")) is Level.YELLOW

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 from aiohttp.test_utils import TestClient, TestServer
-from factories import COUNTY, GRIDS, TOWNSHIP, VILLAGE, alert
+from factories import COUNTY, GRIDS, NO_APPROVAL, TOWNSHIP, VILLAGE, alert
 
 from warnd.config import load_config
 from warnd.domain.authority import Scope, admin_scope
@@ -93,7 +93,8 @@ async def site(database, clock):
     config = load_config(None, database_url=database.url, public_base_url="https://warn.example.cn",
                          twilio={"from_number": "+15005550006", "api_base_url": "http://127.0.0.1:9"},
                          sms={"enabled": True}, voice={"enabled": True}, webhook={"enabled": False},
-                         routing=[{"levels": ["red"], "channels": ["sms", "voice"], "roles": ["grid_responsible"]}])
+                         routing=[{"levels": ["red"], "channels": ["sms", "voice"], "roles": ["grid_responsible"]}],
+                         approval=NO_APPROVAL)
     node = Node(config, clock=clock)
     await node.directory.import_data(directory())
     await node.start(dispatch=False)
@@ -141,7 +142,7 @@ async def test_door_to_door_list_completed_through_its_page_covers_the_grid(site
     assert await site.rows(alarms) == []
     assert [r.state for r in await site.rows(rungs, rungs.c.action == "alarm")] == ["skipped"]
 
-    admin = await site.node.tokens.create(Scope("预警中心", ("*",), ("*",), Level.RED, admin=True))
+    admin = await site.node.tokens.create(admin_scope())
     async with site.client.get(f"/api/v1/warnings/{wid}/call-lists",
                                headers={"Authorization": f"Bearer {admin}"}) as resp:
         assert resp.status == 200

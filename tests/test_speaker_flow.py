@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
-from factories import COUNTY, TOWNSHIP, VILLAGE, alert
+from factories import COUNTY, NO_APPROVAL, TOWNSHIP, VILLAGE, alert
 from mosquitto import running_mosquitto
 from test_engine import until
 
@@ -62,7 +62,7 @@ async def setup(tmp_path):
         config = load_config(None, database_url=f"sqlite:///{tmp_path / 'spk.db'}", webhook={"enabled": False},
                              mqtt={"url": broker.url}, speaker={"enabled": True, **speaker_cfg},
                              dispatcher={"poll_seconds": 0.05}, sweeps={"speaker_seconds": 0.2},
-                             routing=[{"levels": ["red"], "channels": ["speaker"]}])
+                             routing=[{"levels": ["red"], "channels": ["speaker"]}], approval=NO_APPROVAL)
         from warnd.store.migrate import upgrade
         upgrade(config.database_url)
         node = Node(config)

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
-from factories import COUNTY, TOWNSHIP, VILLAGE, alert
+from factories import COUNTY, NO_APPROVAL, TOWNSHIP, VILLAGE, alert
 from test_engine import until
 
 from warnd.config import load_config
@@ -87,7 +87,8 @@ async def flow(tmp_path):
             voice={"enabled": "voice" in channels, "rate_per_second": 5000, "ring_seconds": 5,
                    "retry": {"max_attempts": 3, "base_seconds": 0.05, "max_seconds": 0.2}},
             webhook={"enabled": False}, dispatcher={"poll_seconds": 0.05},
-            routing=[{"levels": ["red"], "channels": channels, "roles": ["grid_responsible"]}])
+            routing=[{"levels": ["red"], "channels": channels, "roles": ["grid_responsible"]}],
+            approval=NO_APPROVAL)
         node = Node(config)
         await node.directory.import_data(directory(n))
         server = TestServer(build_app(node), host="127.0.0.1", port=port)

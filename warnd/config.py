@@ -20,6 +20,9 @@ from warnd.domain.errors import Problem, WarndError
 from warnd.domain.model import Level, Status
 
 
+SIMULATOR_AUTH_TOKEN = "simulator-auth-token"  # public: shipped with warnd's Twilio simulator
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -96,7 +99,7 @@ class TwilioConfig(Strict):
     """Credentials and endpoint; `api_base_url` points the SDK at the simulator."""
 
     account_sid: str = "AC" + "0" * 32
-    auth_token: str = "simulator-auth-token"
+    auth_token: str = SIMULATOR_AUTH_TOKEN  # the simulator's: refused against the real Twilio
     api_base_url: str | None = None  # None: the real Twilio API
     from_number: str | None = None  # E.164 sender, or …
     messaging_service_sid: str | None = None  # … a Messaging Service (MG…)
@@ -153,6 +156,46 @@ class SpeakerConfig(ChannelConfig):
     rebroadcast_minutes: dict[str, float] = {"red": 10.0, "orange": 20.0}
 
 
+class ApprovalRule(Strict):
+    """Approvals a warning needs before it is planned and sent, by level (0: publishes at once)."""
+
+    red: int = Field(2, ge=0, le=5)
+    orange: int = Field(1, ge=0, le=5)
+    yellow: int = Field(0, ge=0, le=5)
+    blue: int = Field(0, ge=0, le=5)
+
+    def needed(self, level: Level) -> int:
+        return getattr(self, level.label)
+
+
+class ApprovalConfig(Strict):
+    """制作 → 审核 → 签发 → 发布. Approvers are people other than the author, each counted once."""
+
+    levels: ApprovalRule = ApprovalRule()
+    cancel: int = Field(0, ge=0, le=5)  # a Cancel stops escalations: by default it never waits
+    departments: dict[str, ApprovalRule] = {}  # per-department overrides of `levels`
+    # 绿色通道: departments (and their feeds) whose warnings publish at once in an emergency
+    green_channel: list[str] = []
+    remind_minutes: float = Field(10.0, gt=0)  # waiting longer raises an operator alarm
+
+    def needed(self, department: str, level: Level, cancel: bool) -> int:
+        if department in self.green_channel:
+            return 0
+        if cancel:
+            return self.cancel
+        return self.departments.get(department, self.levels).needed(level)
+
+
+class AccountsConfig(Strict):
+    """Operator accounts: how long a console session lives, and how logins are throttled."""
+
+    idle_minutes: float = Field(30, gt=0)  # a session unused this long ends
+    max_hours: float = Field(12, gt=0)  # and every session ends this long after its login
+    max_failed_logins: int = Field(5, ge=1)  # wrong passwords in a row that lock the account …
+    lockout_minutes: float = Field(15, gt=0)  # … for this long
+    cookie_secure: bool | None = None  # None: Secure when public_base_url is https
+
+
 class DispatcherConfig(Strict):
     batch_size: int = Field(200, ge=1)
     poll_seconds: float = Field(0.5, gt=0)
@@ -201,6 +244,8 @@ class Config(Strict):
     speaker: SpeakerConfig = SpeakerConfig()
     secret_key: str = ""  # signs callback and ack links; empty: generated once and kept in the database
     dispatcher: DispatcherConfig = DispatcherConfig()
+    accounts: AccountsConfig = AccountsConfig()
+    approval: ApprovalConfig = ApprovalConfig()
     sweeps: SweepConfig = SweepConfig()
     log_level: str = "INFO"
     # Times people read (door-to-door pages): an IANA zone; China has one, without DST.
@@ -257,6 +302,16 @@ class Config(Strict):
         if self.dispatcher.lease_seconds <= longest:
             raise ValueError(f"dispatcher.lease_seconds must exceed the longest channel timeout_seconds "
                              f"by more than {LEASE_MARGIN_SECONDS:g} s (> {longest:g})")
+        return self
+
+    @model_validator(mode="after")
+    def _real_twilio_needs_real_credentials(self) -> Config:
+        # The simulator's token is public: against the real Twilio it would let anyone
+        # forge status callbacks, replies and key presses (confirm a grid, stop a ladder).
+        uses_twilio = self.sms.enabled or self.voice.enabled
+        if uses_twilio and self.twilio.api_base_url is None and self.twilio.auth_token == SIMULATOR_AUTH_TOKEN:
+            raise ValueError("sms/voice point at the real Twilio but twilio.auth_token is the simulator's public "
+                             "token: set your account's auth token (or twilio.api_base_url for a simulator)")
         return self
 
     def level_policy(self, level: Level) -> LevelPolicy:

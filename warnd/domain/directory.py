@@ -104,3 +104,4 @@ class Subscriber:
     statuses: tuple[str, ...] = ()
     public: bool = True
     active: bool = True
+    restricted: bool = False  # may receive CAP scope Restricted warnings (authorised recipients)

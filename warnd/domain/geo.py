@@ -48,3 +48,20 @@ def regions_touched(shapes: list[BaseGeometry],
         if any(region.intersects(s) for s in shapes):
             hits.append(code)
     return hits
+
+
+# About 50 m: a drawn boundary that follows the county line may stray by a pixel.
+INSIDE_TOLERANCE_DEGREES = 0.0005
+
+
+def outside_of(shapes: list[BaseGeometry], rings: list[tuple[tuple[float, float], ...]]) -> BaseGeometry | None:
+    """The first shape not inside the union of the rings (within a small tolerance), or None."""
+    from shapely.ops import unary_union
+    polygons = [ring_to_polygon(r) for r in rings if len(r) >= 4]
+    if not polygons:
+        return shapes[0] if shapes else None
+    area = unary_union([p if p.is_valid else p.buffer(0) for p in polygons]).buffer(INSIDE_TOLERANCE_DEGREES)
+    for shape in shapes:
+        if not area.covers(shape):
+            return shape
+    return None

@@ -158,6 +158,27 @@ class Alert:
         return max(times)
 
     @property
+    def drill_or_closed(self) -> bool:
+        """Never for public outlets: drills (演练), and CAP scope Restricted or Private."""
+        return self.status.is_drill or self.scope in ("Restricted", "Private")
+
+    @property
+    def address_list(self) -> tuple[str, ...]:
+        """CAP <addresses>: space-separated, an address with spaces in double quotes."""
+        text, out = self.addresses or "", []
+        while text.strip():
+            text = text.strip()
+            if text.startswith('"'):
+                end = text.find('"', 1)
+                end = len(text) if end < 0 else end
+                out.append(text[1:end])
+                text = text[end + 1:]
+            else:
+                word, _, text = text.partition(" ")
+                out.append(word)
+        return tuple(a for a in out if a)
+
+    @property
     def areas(self) -> tuple[Area, ...]:
         return tuple(a for i in self.infos for a in i.areas)
 

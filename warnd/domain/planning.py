@@ -72,15 +72,18 @@ def plan(inp: PlanInput, config: Config) -> Plan:
     alert = inp.alert
     if alert.msg_type in (MsgType.ACK, MsgType.ERROR) or alert.status in NOT_DISSEMINATED:
         return Plan(tuple(sorted(inp.regions)), (), (), (f"{alert.msg_type.value}/{alert.status.value}: not disseminated",))
+    restricted = frozenset(s.id for s in inp.subscribers if s.restricted)
     expires = alert.expires
     if expires is not None and expires <= inp.now:
         return Plan(tuple(sorted(inp.regions)), (), (), ("already expired: recorded, nothing sent",))
     if alert.msg_type is MsgType.CANCEL:
         # A cancel goes to exactly those who may have the earlier versions.
-        return Plan(tuple(sorted(inp.regions)), _unique(inp.prior.receivers, alert, config), (), ())
+        return Plan(tuple(sorted(inp.regions)), _unique(inp.prior.receivers, alert, config, restricted), (), ())
     deliveries, notes = _route(inp, config)
-    deliveries = _unique(list(deliveries) + list(inp.prior.receivers), alert, config)
-    return Plan(tuple(sorted(inp.regions)), deliveries, _confirmations(inp, config), tuple(notes))
+    deliveries = _unique(list(deliveries) + list(inp.prior.receivers), alert, config, restricted)
+    # A Private message is addressed, not broadcast: nobody's grid waits for it.
+    confirmations = () if alert.scope == "Private" else _confirmations(inp, config)
+    return Plan(tuple(sorted(inp.regions)), deliveries, confirmations, tuple(notes))
 
 
 def _route(inp: PlanInput, config: Config) -> tuple[list[PlannedDelivery], list[str]]:
@@ -107,14 +110,26 @@ def _route(inp: PlanInput, config: Config) -> tuple[list[PlannedDelivery], list[
 
 
 def _unique(deliveries: list[PlannedDelivery] | tuple[PlannedDelivery, ...], alert: Alert,
-            config: Config) -> tuple[PlannedDelivery, ...]:
-    """One delivery per (channel, recipient); drills never reach public channels."""
+            config: Config, restricted_ids: frozenset[str] = frozenset()) -> tuple[PlannedDelivery, ...]:
+    """One delivery per (channel, recipient), to the audience the message allows.
+
+    Drills never reach public channels. CAP scope: Restricted and Private never
+    reach a public outlet; Restricted goes only to subscribers flagged for it,
+    Private only to the recipients named in <addresses> (subscriber or person id,
+    or phone number).
+    """
     seen: set[tuple[str, str, str]] = set()
     out = []
-    drill = alert.status.is_drill  # asked once, not for each of 20,000 subscribers
+    closed = alert.drill_or_closed  # asked once, not for each of 20,000 subscribers
+    private = alert.scope == "Private"
+    named = set(alert.address_list) if private else set()
     for d in deliveries:
         key = (d.channel, d.recipient.kind, d.recipient.id)
-        if key in seen or (drill and _is_public(d, config)):
+        if key in seen or (closed and _is_public(d, config)):
+            continue
+        if private and d.recipient.id not in named and d.recipient.address not in named:
+            continue
+        if alert.scope == "Restricted" and d.recipient.kind == "subscriber" and d.recipient.id not in restricted_ids:
             continue
         seen.add(key)
         out.append(d)

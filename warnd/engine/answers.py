@@ -56,10 +56,13 @@ class Answers:
     async def link_confirm(self, warning_id: int, person_id: str) -> int:
         """A click on a signed confirmation link: confirms that person's open requirements of the warning.
 
-        Returns how many requirements it confirmed (0 when already confirmed or nothing was open)."""
+        Audited with the person as the actor: the link is signed for them alone, so unlike an
+        SMS from a shared number it says who answered. Returns how many requirements it
+        confirmed (0 when already confirmed or nothing was open)."""
         ids = [i.confirmation_id for i in await self.store.open_items([person_id], warning_id)]
         return await self.store.answer(Inbound(self.clock.now(), "link", person_id, "", person_id), ids,
-                                       lambda n: "confirmed" if n else "repeated")
+                                       lambda n: "confirmed" if n else "repeated", actor=person_id,
+                                       action="confirmation.link")
 
     async def operator_confirm(self, confirmation_id: int, person_id: str | None, operator: str,
                                reason: str) -> int:

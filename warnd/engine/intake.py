@@ -1,4 +1,4 @@
-"""Intake: validate, authorise, resolve areas, plan and store a warning — the API's one verb.
+"""Intake: validate, authorise, resolve areas, plan and store a warning; approve or reject a held one.
 
 Directory reads happen before the write transaction (they are the slow part
 and need no lock); the plan itself is made inside it, because it must see the
@@ -11,16 +11,17 @@ from dataclasses import dataclass
 from warnd.clock import Clock
 from warnd.config import Config
 from warnd.domain import geo
-from warnd.domain.authority import Scope, authorize
+from warnd.domain.authority import Right, Scope, authorize, authorize_references, covers, require
 from warnd.domain.directory import with_ancestors
+from warnd.domain.errors import WarndError, error
 from warnd.domain.levels import level_of
-from warnd.domain.model import Alert, ParsedAlert
+from warnd.domain.model import Alert, Level, MsgType, ParsedAlert
 from warnd.domain.planning import PlanInput, Prior, plan
 from warnd.engine.alerts import AlertCache
 from warnd.engine.metrics import Metrics
 from warnd.ingest.validate import parse_warning
 from warnd.store.directory import DirectoryStore
-from warnd.store.warnings import Submitted, WarningStore
+from warnd.store.warnings import Decided, Submitted, WarningStore
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,87 @@ class Intake:
         alert = parsed.alert
         level = level_of(alert, self.config)
         targets = await self.resolve(alert)
-        authorize(scope, alert, level, list(targets.codes))
+        await self.authorize(scope, alert, level, targets)
+        needed = 0 if alert.msg_type in (MsgType.ACK, MsgType.ERROR) else \
+            self.config.approval.needed(scope.department, level, alert.msg_type is MsgType.CANCEL)
+        info = alert.info_for("zh-CN")
+        submitted = await self.warnings.submit(parsed, int(level), info.event if info else "",
+                                               (info.headline if info else None), scope,
+                                               await self._planner(alert, level, targets), needed)
+        if submitted.created:
+            self.metrics.warnings.labels(alert.msg_type.value, alert.status.value).inc()
+            if not submitted.awaiting:
+                self._published(submitted.warning_id, parsed)
+        return submitted, parsed
+
+    async def approve(self, warning_id: int, approver: Scope) -> Decided:
+        """An approver's 签发; the last one needed plans and publishes, as a submission would have."""
+        parsed = await self._stored(warning_id, approver)
+        level = level_of(parsed.alert, self.config)
+        targets = await self.resolve(parsed.alert)
+        decided = await self.warnings.approve(warning_id, parsed.alert, approver,
+                                              await self._planner(parsed.alert, level, targets))
+        if decided.state != "awaiting":
+            self._published(warning_id, parsed)
+        return decided
+
+    async def reject(self, warning_id: int, approver: Scope, reason: str) -> Decided:
+        await self._stored(warning_id, approver)
+        return await self.warnings.reject(warning_id, approver, reason)
+
+    async def authorize(self, scope: Scope, alert: Alert, level: Level, targets: Targets) -> None:
+        """The whole message and everything it references; a refusal is audited."""
+        try:
+            parents = await self.directory.parents_of(targets.codes)
+            authorize(scope, alert, level, list(targets.codes), parents)
+            if "*" not in scope.regions:
+                await self._areas_inside(scope, alert, parents)
+            referenced = await self.warnings.referenced(alert)
+            if referenced:
+                parents = {**parents, **await self.directory.parents_of(
+                    sorted({c for r in referenced for c in r.regions}))}
+            if authorize_references(scope, alert, referenced, parents):
+                self.metrics.supersedes.inc()
+        except WarndError as err:
+            if err.status == 403:
+                await self.warnings.refused(alert, scope, err)
+            raise
+
+    async def _areas_inside(self, scope: Scope, alert: Alert, parents: dict) -> None:
+        """Geocodes of any name, polygons and circles: all inside the jurisdiction."""
+        names = {n.lower() for n in self.config.geocode_names}
+        for area in alert.areas:
+            for name, value in area.geocodes:
+                if name.lower() not in names:
+                    raise error("auth.geocode_unknown", "info.area.geocode",
+                                f"geocode {name}={value} cannot be checked against {scope.department}'s "
+                                f"jurisdiction (known names: {', '.join(self.config.geocode_names)})",
+                                f"地理编码 {name}={value} 无法核对是否在 {scope.department} 辖区内")
+        shapes = [s for area in alert.areas for s in geo.area_shapes(area)]
+        if not shapes:
+            return
+        rings = [r.polygon for r in await self.directory.regions_with_polygons()
+                 if covers(scope.regions, r.code, parents | {r.code: r.parent})]
+        if geo.outside_of(shapes, rings) is not None:
+            raise error("auth.shape_out_of_scope", "info.area",
+                        f"a polygon or circle reaches outside {scope.department}'s jurisdiction",
+                        f"多边形或圆形区域超出 {scope.department} 辖区")
+
+    async def _stored(self, warning_id: int, approver: Scope) -> ParsedAlert:
+        require(approver, Right.APPROVE)
+        found = await self.warnings.cap_of(warning_id)
+        if found is None:
+            raise WarndError("warning.not_found")
+        _, department, cap_xml = found
+        parsed = parse_warning(cap_xml.encode(), "application/cap+xml", self.config)
+        targets = await self.resolve(parsed.alert)
+        if not covers_all(approver, list(targets.codes), await self.directory.parents_of(targets.codes)):
+            raise error("auth.region_out_of_scope", "regions", "this warning reaches outside your jurisdiction",
+                        "该预警超出您的辖区")
+        return parsed
+
+    async def _planner(self, alert: Alert, level: Level, targets: Targets):  # noqa: ANN202
+        """Read the directory (outside any write lock) and return the plan function the store calls."""
         people = tuple(await self.directory.people_in(sorted(with_ancestors(targets.regions)), None))
         subscribers = tuple(await self.directory.active_subscribers())
         speakers = tuple(await self.directory.speakers_in(sorted(targets.regions))) \
@@ -55,15 +136,11 @@ class Intake:
         def planner(prior: Prior):  # noqa: ANN202
             return plan(PlanInput(alert, level, self.clock.now(), targets.codes, targets.regions, people,
                                   subscribers, prior, self.enabled_channels, speakers), self.config)
+        return planner
 
-        info = alert.info_for("zh-CN")
-        submitted = await self.warnings.submit(parsed, int(level), info.event if info else "",
-                                               (info.headline if info else None), scope.department, planner)
-        if submitted.created:
-            self.alerts.put(submitted.warning_id, alert, parsed.cap_xml)
-            self.metrics.warnings.labels(alert.msg_type.value, alert.status.value).inc()
-            self.on_commit()
-        return submitted, parsed
+    def _published(self, warning_id: int, parsed: ParsedAlert) -> None:
+        self.alerts.put(warning_id, parsed.alert, parsed.cap_xml)
+        self.on_commit()
 
     async def resolve(self, alert: Alert) -> Targets:
         """Region codes named by geocodes, plus regions whose polygons the shapes touch."""
@@ -77,3 +154,6 @@ class Intake:
         regions = {r.code: r for r in await self.directory.regions_within(sorted(codes))} if codes else {}
         return Targets(tuple(sorted(codes)), regions)
 
+
+def covers_all(scope: Scope, codes: list[str], parents: dict) -> bool:
+    return "*" in scope.regions or all(covers(scope.regions, c, parents) for c in codes)

@@ -27,6 +27,9 @@ class Metrics:
         self.alarms = Counter("warnd_operator_alarms_total", "Conditions an operator must act on, by code",
                               ["code"], registry=r)
         self.warnings = Counter("warnd_warnings_total", "Warnings accepted", ["msg_type", "status"], registry=r)
+        self.supersedes = Counter("warnd_supersedes_total", "Warnings of another department updated or cancelled "
+                                  "by the release centre's supersede right", registry=r)
+        self.approvals = Counter("warnd_approvals_total", "Approval decisions", ["decision"], registry=r)
         self.rejected = Counter("warnd_rejections_total", "Requests rejected, by error code", ["code"], registry=r)
         self.reconciled = Counter("warnd_reconciled_total",
                                   "Sends settled by looking them up at the provider (status callback lost)",

@@ -21,7 +21,7 @@ from warnd.engine.intake import Intake
 from warnd.engine.metrics import Metrics
 from warnd.engine.receipts import Receipts
 from warnd.engine.sweeps import Sweeps
-from warnd.store import settings
+from warnd.store import audit, settings
 from warnd.store.confirmations import ConfirmationStore
 from warnd.store.database import Database
 from warnd.store.deliveries import Claimed, DeliveryStore
@@ -31,6 +31,7 @@ from warnd.store.speakers import SpeakerStore
 from warnd.store.directory import DirectoryStore
 from warnd.store.queries import Queries
 from warnd.store.tokens import TokenStore
+from warnd.store.users import UserStore
 from warnd.store.warnings import WarningStore
 from warnd_channels.base import Channel
 from warnd_channels.registry import build_channels
@@ -57,6 +58,7 @@ class Node:
         self.directory = DirectoryStore(self.db, self.clock,
                                         allow_private_urls=config.webhook.allow_private_urls)
         self.tokens = TokenStore(self.db, self.clock)
+        self.users = UserStore(self.db, self.clock, config.accounts)
         self.queries = Queries(self.db)
         self.deliveries = DeliveryStore(self.db, self.clock, self.incarnation)
         self.alerts = AlertCache(self.db, config)
@@ -75,6 +77,7 @@ class Node:
     async def start(self, *, dispatch: bool = True) -> None:
         """Recover what a previous life of this node left in flight, then start working."""
         self.secret_key = await settings.secret_key(self.db, self.config.secret_key)
+        await self.record_start()
         await self.recover()
         await self.expire()
         for channel in self.channels.values():
@@ -86,11 +89,20 @@ class Node:
         sweeps = self.config.sweeps
         for job, seconds in ((self.recover, sweeps.recover_seconds), (self.expire, sweeps.expire_seconds),
                              (self.escalate, sweeps.escalate_seconds), (self.refresh_metrics, 5.0),
-                             (self.reconcile, sweeps.reconcile_seconds),
+                             (self.reconcile, sweeps.reconcile_seconds), (self.remind_approvals, 30.0),
                              *(((self.watch_speakers, sweeps.speaker_seconds),) if "speaker" in self.channels else ())):
             self.sweeps.every(seconds, job)
         self.started = True
         log.info("node started", extra={"node": self.incarnation, "channels": sorted(self.channels)})
+
+    async def record_start(self) -> None:
+        """The audit log keeps the configuration each life of a node ran with (secrets redacted):
+        what a warning was routed and escalated by can be read back later."""
+        async with self.db.write() as conn:
+            await audit.append(conn, self.db, self.clock.now(), self.incarnation, "node.start",
+                               f"node:{self.config.node_name}",
+                               {"incarnation": self.incarnation,
+                                "config": audit.redact(self.config.model_dump(mode="json"))})
 
     async def stop(self) -> None:
         if self.started:
@@ -129,6 +141,15 @@ class Node:
                                                                             **effects.alarm})
             if any(e.sends for _, e in fired):
                 self.dispatcher.wake()
+
+    async def remind_approvals(self) -> None:
+        """An approval waiting longer than `approval.remind_minutes` raises an operator alarm, once."""
+        minutes = self.config.approval.remind_minutes
+        for warning_id in await self.intake.warnings.overdue_approvals(self.clock.now() - timedelta(minutes=minutes)):
+            if await self.intake.warnings.raise_overdue(warning_id, minutes):
+                self.metrics.alarms.labels("approval.overdue").inc()
+                log.error("operator alarm: warning waits for approval", extra={"alarm": True, "warning": warning_id,
+                                                                               "minutes": minutes})
 
     # ReceiptSink: what channels with their own inbound stream report.
     async def receipt(self, channel: str, delivery_id: int, state: str, code: str,

@@ -4,8 +4,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from warnd.engine.node import Node
-from warnd.http import coverage_api, directory_api, ops_api, twilio_api, warnings_api
-from warnd.http import call_lists_api, pages
+from warnd.http import coverage_api, directory_api, ops_api, tokens_api, twilio_api, warnings_api
+from warnd.http import call_lists_api, pages, session_api
+from warnd.http import audit_api
 from warnd.http.keys import METRICS, NODE
 from warnd.http.problems import problems_middleware
 
@@ -15,7 +16,9 @@ def build_app(node: Node) -> web.Application:
     app = web.Application(middlewares=[problems_middleware], client_max_size=node.config.max_body_bytes + 65536)
     app[NODE] = node
     app[METRICS] = node.metrics
-    app.add_routes(ops_api.routes() + warnings_api.routes() + directory_api.routes() + twilio_api.routes()
-                   + coverage_api.routes())
-    app.add_routes(pages.routes() + call_lists_api.routes())
+    app.add_routes(ops_api.routes() + warnings_api.routes() + directory_api.routes()
+                   + twilio_api.routes(frozenset(node.channels))
+                   + coverage_api.routes() + tokens_api.routes())
+    app.add_routes(pages.routes() + call_lists_api.routes() + session_api.routes())
+    app.add_routes(audit_api.routes())
     return app

@@ -73,6 +73,11 @@ async def voice_gather(request: web.Request) -> web.Response:
     return _twiml(twilio_common.twiml_say(text, "zh-CN"))
 
 
-def routes() -> list[web.RouteDef]:
-    return [web.post(PATHS["sms-status"], sms_status), web.post(PATHS["voice-status"], voice_status),
-            web.post("/twilio/sms/inbound", sms_inbound), web.post(PATHS["voice-gather"], voice_gather)]
+def routes(enabled: frozenset[str]) -> list[web.RouteDef]:
+    """Only the enabled channels' webhooks: a node without SMS takes no SMS reply, signed or not."""
+    out = []
+    if "sms" in enabled:
+        out += [web.post(PATHS["sms-status"], sms_status), web.post("/twilio/sms/inbound", sms_inbound)]
+    if "voice" in enabled:
+        out += [web.post(PATHS["voice-status"], voice_status), web.post(PATHS["voice-gather"], voice_gather)]
+    return out

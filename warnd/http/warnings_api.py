@@ -1,16 +1,17 @@
-"""/api/v1/warnings: submit CAP (XML or JSON), read one, list with filters."""
+"""/api/v1/warnings: submit CAP (XML or JSON), read one, list with filters, approve or reject."""
 from __future__ import annotations
 
 from datetime import datetime
 
 from aiohttp import web
 
-from warnd.domain.errors import WarndError, error
+from warnd.domain.authority import Right, Scope
+from warnd.domain.errors import Problem, WarndError, error
 from warnd.domain.confirmation import short_code
 from warnd.domain.model import Level
 from warnd.http.auth import scope_of
 from warnd.http.keys import NODE
-from warnd.http.responses import json_ok
+from warnd.http.responses import json_object, json_ok
 from warnd_channels.base import Message, Recipient
 
 
@@ -34,10 +35,10 @@ async def submit(request: web.Request) -> web.Response:
 
 async def get_one(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    await scope_of(request)
+    scope = await scope_of(request)
     warning = await node.queries.warning(_int(request.match_info["id"], "id"),
                                          delivery_limit=_int(request.query.get("deliveries", "500"), "deliveries"))
-    if warning is None:
+    if warning is None or not may_read(scope, warning["department"]):
         raise WarndError("warning.not_found")
     if request.headers.get("Accept", "").startswith(("application/cap+xml", "application/xml")):
         return web.Response(text=warning["cap_xml"], content_type="application/cap+xml")
@@ -46,7 +47,7 @@ async def get_one(request: web.Request) -> web.Response:
 
 async def list_all(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    await scope_of(request)
+    scope = await scope_of(request)
     q = request.query
     level = None
     if "level" in q:
@@ -63,7 +64,9 @@ async def list_all(request: web.Request) -> web.Response:
                         "since 须为带时区的 ISO 8601 时间") from None
         if since.tzinfo is None:
             raise error("request.invalid", "since", "since needs a time-zone offset", "since 须带时区")
+    department = None if scope.can(Right.READ_ALL) else scope.department  # one's own, unless all
     items = await node.queries.warnings(status=q.get("status"), state=q.get("state"), level=level,
+                                        department=department,
                                         event=q.get("event"), since=since,
                                         limit=min(_int(q.get("limit", "50"), "limit"), 500),
                                         offset=_int(q.get("offset", "0"), "offset"))
@@ -73,14 +76,14 @@ async def list_all(request: web.Request) -> web.Response:
 async def preview(request: web.Request) -> web.Response:
     """What a channel would send for this warning: text, and for SMS its segment count (its cost)."""
     node = request.app[NODE]
-    await scope_of(request)
+    scope = await scope_of(request)
     warning_id = _int(request.match_info["id"], "id")
     name = request.query.get("channel", "webhook")
     channel = node.channels.get(name)
     if channel is None:
         raise error("request.invalid", "channel", f"channel {name} is not enabled", f"渠道 {name} 未启用")
     found = await node.queries.warning(warning_id, delivery_limit=0)
-    if found is None:
+    if found is None or not may_read(scope, found["department"]):
         raise WarndError("warning.not_found")
     cached = await node.alerts.get(warning_id)
     language = request.query.get("language", "zh-CN")
@@ -95,6 +98,39 @@ async def preview(request: web.Request) -> web.Response:
                     "encoding": params.get("encoding")})
 
 
+async def approve(request: web.Request) -> web.Response:
+    """签发: one approver's approval; the last one needed publishes (plans and sends)."""
+    node = request.app[NODE]
+    scope = await scope_of(request)
+    decided = await node.intake.approve(_int(request.match_info["id"], "id"), scope)
+    node.metrics.approvals.labels("approved").inc()
+    return json_ok(decided_json(decided))
+
+
+async def reject(request: web.Request) -> web.Response:
+    """驳回, with a reason: the warning is never sent; its author sees why."""
+    node = request.app[NODE]
+    scope = await scope_of(request)
+    body = await json_object(request)
+    reason = str(body.get("reason") or "").strip()
+    if not reason:
+        raise WarndError("approval.reason_required", [Problem("reason", "say why the warning is rejected",
+                                                              "请填写驳回原因")])
+    decided = await node.intake.reject(_int(request.match_info["id"], "id"), scope, reason[:2000])
+    node.metrics.approvals.labels("rejected").inc()
+    return json_ok(decided_json(decided))
+
+
+def decided_json(d) -> dict:  # noqa: ANN001 - a Decided
+    return {"warning_id": d.warning_id, "state": d.state, "approvals": d.approvals, "needed": d.needed,
+            "published": d.state in ("active", "expired")}
+
+
+def may_read(scope: Scope, department: str | None) -> bool:
+    """Departments and editors see their own warnings; roles with READ_ALL see every one."""
+    return scope.can(Right.READ_ALL) or department == scope.department
+
+
 def _int(text: str, field: str) -> int:
     try:
         value = int(text)
@@ -107,4 +143,5 @@ def _int(text: str, field: str) -> int:
 
 def routes() -> list[web.RouteDef]:
     return [web.post("/api/v1/warnings", submit), web.get("/api/v1/warnings", list_all),
-            web.get("/api/v1/warnings/{id}", get_one), web.get("/api/v1/warnings/{id}/preview", preview)]
+            web.get("/api/v1/warnings/{id}", get_one), web.get("/api/v1/warnings/{id}/preview", preview),
+            web.post("/api/v1/warnings/{id}/approve", approve), web.post("/api/v1/warnings/{id}/reject", reject)]

@@ -290,7 +290,7 @@ SPECS: dict[str, Spec] = {
                     "format": (_format, OPTIONAL), "regions": (_list_of(_filter_code), OPTIONAL),
                     "levels": (_list_of(_level), OPTIONAL), "events": (_list_of(_event), OPTIONAL),
                     "statuses": (_list_of(_status), OPTIONAL), "public": (_bool, OPTIONAL),
-                    "active": (_bool, OPTIONAL)},
+                    "active": (_bool, OPTIONAL), "restricted": (_bool, OPTIONAL)},
 }
 
 

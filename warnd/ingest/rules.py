@@ -14,7 +14,7 @@ from datetime import datetime
 
 from warnd.domain.errors import Problem
 from warnd.domain.levels import LEVEL_PARAMETERS
-from warnd.domain.model import Alert, Area, Circle, Level, MsgType, Reference, ValidationNote
+from warnd.domain.model import SEVERITY_LEVELS, Alert, Area, Circle, Level, MsgType, Reference, ValidationNote
 
 _SPACE = re.compile(r"\s+")
 
@@ -210,12 +210,21 @@ def check_levels(alert: Alert) -> Findings:
         for k, (name, value) in enumerate(info.parameters):
             if name not in LEVEL_PARAMETERS:
                 continue
+            field = f"{info_path(alert, i)}/{step('parameter', k, len(info.parameters))}"
             try:
-                Level.parse(value)
+                level = Level.parse(value)
             except ValueError:
-                field = f"{info_path(alert, i)}/{step('parameter', k, len(info.parameters))}"
                 problems.append(Problem(field, f"unknown level {value!r} in parameter {name}",
                                         f"参数 {name} 的预警级别 {value!r} 无法识别"))
+                continue
+            # One message, one level: authority is checked on the level, and downstream
+            # systems read the severity. A contradiction is refused, never resolved.
+            implied = SEVERITY_LEVELS.get(info.severity)
+            if implied is not None and implied != level:
+                problems.append(Problem(field, f"parameter {name} says {level.label} but severity {info.severity} "
+                                        f"means {implied.label}; make them agree",
+                                        f"参数 {name} 为{level.zh}，而严重程度 {info.severity} 对应{implied.zh}，"
+                                        "两者须一致"))
     return Findings(tuple(problems))
 
 

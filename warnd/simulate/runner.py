@@ -36,7 +36,7 @@ import yaml
 
 from warnd.clock import ScaledClock, SystemClock
 from warnd.config import load_config
-from warnd.domain.authority import Scope
+from warnd.domain.authority import Role, Scope
 from warnd.domain.errors import WarndError
 from warnd.domain.model import Alert, Level, MsgType
 from warnd.ingest.capxml import alert_to_xml
@@ -207,6 +207,8 @@ class Simulation:
                        "speaker_seconds": 1.0},
         }
         config = merged(base, sc.config)
+        if not sc.approves:
+            config["approval"] = self._green_channel(config.get("approval") or {})
         speakers = bool(config["speaker"].get("enabled") and sc.directory.speakers)
         self.world = World(sc, self.speed, self.base)
         self._stops.append(self.world.stop)
@@ -222,6 +224,12 @@ class Simulation:
                               "url": url, "protocol": protocol}
         return config
 
+    def _green_channel(self, approval: dict) -> dict:
+        """Without approvals in the scenario, every issuing department publishes at once:
+        the rehearsal is of dissemination only (warnd's own defaults would hold red and orange)."""
+        departments = set(approval.get("green_channel") or ()) | {s.department for s in self.scenario.timeline}
+        return {**approval, "green_channel": sorted(departments)}
+
     async def _prepare_database(self, db_url: str) -> None:
         """Schema, directory and tokens, through warnd's own stores (what `warnd directory import` does)."""
         from warnd.store.database import Database
@@ -236,11 +244,37 @@ class Simulation:
         try:
             await DirectoryStore(database, SystemClock(), allow_private_urls=True).import_data(data)
             tokens = TokenStore(database, SystemClock())
-            for department in {s.department for s in sc.timeline}:
-                self.tokens[department] = await tokens.create(Scope(department, ("*",), ("*",), Level.RED))
-            self.tokens[OBSERVER] = await tokens.create(Scope(OBSERVER, ("*",), ("*",), Level.RED, admin=True))
+            for department, senders in self._senders().items():
+                self.tokens[department] = await tokens.create(
+                    Scope(department, ("*",), ("*",), Level.RED, Role.DEPARTMENT, senders=tuple(sorted(senders))),
+                    actor="simulation")
+            self.tokens[OBSERVER] = await tokens.create(Scope(OBSERVER, ("*",), ("*",), Level.RED, Role.ADMIN, ("*",)),
+                                                        actor="simulation")
         finally:
             await database.close()
+
+    def _senders(self) -> dict[str, set[str]]:
+        """Department → the CAP <sender>s its timeline entries issue as (its token is bound to them).
+
+        A template issues as `cap.SENDER`, a CAP file as its own <sender>; an update or a
+        cancel may carry any sender of the chain it changes (a plain cancel copies the
+        newest version's), so the chain's senders are all allowed.
+        """
+        sent_as: dict[str, str] = {}  # step name → its message's sender
+        chain_of: dict[str, str] = {}  # step name → the name of its chain's first step
+        out: dict[str, set[str]] = {}
+        for step in self.scenario.timeline:
+            chain_of[step.name] = chain_of[step.target] if step.target else step.name
+            source = step.source
+            if source is not None:
+                sent_as[step.name] = cap.SENDER if source.template is not None \
+                    else cap.parse_cap(source.cap, self.scenario.base_dir).sender
+            mine = out.setdefault(step.department, set())
+            if step.target is None:
+                mine.add(sent_as[step.name])
+            else:
+                mine |= {sender for name, sender in sent_as.items() if chain_of[name] == chain_of[step.name]}
+        return out
 
     # -- time --
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import random
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -26,6 +26,8 @@ from pydantic import ValidationError
 
 from warnd.config import Config
 from warnd.domain.errors import WarndError
+from warnd.domain.levels import level_of
+from warnd.domain.model import Level
 from warnd.ingest.directory import DirectoryData, KnownIds, load_directory
 from warnd.sim.speakers import Behaviour as SpeakerBehaviour
 from warnd.sim.twilio_behaviour import Behaviour as PhoneBehaviour
@@ -36,6 +38,7 @@ DEFAULT_SPEED = 10.0
 DEFAULT_DEPARTMENT = "县气象局"
 DEFAULT_EXPIRES = 6 * 3600.0
 DEFAULT_SETTLE = 300.0
+DEFAULT_REASON = "演练：签发人驳回 / rehearsal: rejected by the approver"
 PERSON_SPANS = ("reply_after", "answer_after", "press_after", "hangup_after", "deliver_after")
 PASS_THROUGH = ("answer_after", "press", "press_after", "hangup_after", "deliver_after", "call", "sms",
                 "phone_off")
@@ -68,6 +71,17 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Decision:
+    """One approver's 签发 (or 驳回) of a timeline entry, `after` simulated seconds after its issue."""
+
+    by: str  # the approver's name as the scenario writes it (the account's display name)
+    after: float
+    reject: bool = False
+    reason: str = ""
+    where: str = ""  # timeline[i].approve[j] / timeline[i].reject, for messages
+
+
+@dataclass(frozen=True)
 class Step:
     at: float  # simulated seconds from the start
     action: str  # issue / update / cancel
@@ -76,6 +90,14 @@ class Step:
     source: Source | None  # None: a cancel built from what it cancels
     target: str | None = None  # update / cancel: the name of an earlier step
     where: str = ""  # timeline[i], for messages
+    approve: tuple[Decision, ...] = ()  # in the order they happen
+    reject: Decision | None = None
+    needed: int = 0  # approvals warnd will want for it (config.approval); 0: published at once
+
+    @property
+    def decisions(self) -> tuple[Decision, ...]:
+        """Approvals, then the rejection: what the runner does, in order (a tie goes to the approval)."""
+        return self.approve + ((self.reject,) if self.reject else ())
 
 
 @dataclass(frozen=True)
@@ -124,6 +146,16 @@ class Scenario:
     settle: float
     description: str = ""
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def approves(self) -> bool:
+        """Does this scenario rehearse approval? Without it every department is in the green channel."""
+        return any(s.decisions for s in self.timeline)
+
+    @property
+    def approvers(self) -> tuple[str, ...]:
+        """Every approver's name, once, in the order they first appear in the timeline."""
+        return tuple(dict.fromkeys(d.by for s in self.timeline for d in s.decisions))
 
 
 def seconds(value: float | int | str) -> float:
@@ -212,9 +244,11 @@ class _Resolver:
         speakers, speaker_default, multiplexed = self.speakers(behaviours.get("speakers") or {}, directory)
         subscribers = self.subscribers(behaviours.get("subscribers") or {}, directory)
         faults = self.faults(behaviours.get("provider") or {})
-        self.config(d.get("config") or {})
+        config = self.config(d.get("config") or {})
         department = d.get("department", DEFAULT_DEPARTMENT)
         timeline = self.timeline(d["timeline"], department, directory)
+        if config is not None and any(s.decisions for s in timeline):
+            timeline = tuple(self.approval(s, config) for s in timeline)
         crash = None
         if "crash" in d:
             crash = Crash(seconds(d["crash"]["at"]), float(d["crash"].get("restart_after", 5.0)))
@@ -227,6 +261,11 @@ class _Resolver:
         end_max = seconds(end["max"]) if "max" in end else (end_at if end_at is not None else last + 3600.0)
         if end_max < last:
             self.fail("end.max", f"ends at {end_max:g} s, before the last timeline entry at {last:g} s")
+        for step in timeline:
+            for decision in step.decisions:
+                if step.at + decision.after > end_max:
+                    self.fail(f"{decision.where}.after", f"at {step.at + decision.after:g} s, after the end of "
+                              f"the run ({end_max:g} s) / 晚于演练结束时间")
         if self.problems:
             raise ScenarioError(self.source, self.problems)
         return Scenario(self.source, self.base_dir, self.seed, float(d.get("speed", DEFAULT_SPEED)), department,
@@ -366,12 +405,13 @@ class _Resolver:
             self.fail("behaviours.provider", str(exc))
             return Faults()
 
-    def config(self, overrides: dict) -> None:
+    def config(self, overrides: dict) -> Config | None:
         try:
-            Config.model_validate(overrides)
+            return Config.model_validate(overrides)
         except ValidationError as exc:
             for e in exc.errors():
                 self.fail("config." + ".".join(str(p) for p in e["loc"]), e["msg"])
+            return None
 
     # -- the timeline --
 
@@ -400,8 +440,69 @@ class _Resolver:
                 self.fail(f"{where}.with", "an update needs the new message: with: {cap: …} or {template: …}")
             source = self.message(raw, f"{where}.{'issue' if action == 'issue' else 'with'}", top) if raw else None
             names[name] = at
-            steps.append(Step(at, action, name, e.get("as", department), source, target, where))
+            approve, reject = self.decisions(e, where)
+            steps.append(Step(at, action, name, e.get("as", department), source, target, where, approve, reject))
         return tuple(sorted(steps, key=lambda s: s.at))
+
+    def decisions(self, e: dict, where: str) -> tuple[tuple[Decision, ...], Decision | None]:
+        """`approve: [{by, after}, …]` and `reject: {by, after, reason}` of one entry, in time order."""
+        approve, seen = [], set()
+        for j, a in enumerate(e.get("approve") or ()):
+            if a["by"] in seen:
+                self.fail(f"{where}.approve[{j}].by", f"{a['by']} already approves this entry: each approver "
+                          "counts once / 同一签发人只计一次")
+            seen.add(a["by"])
+            approve.append(Decision(a["by"], seconds(a["after"]), where=f"{where}.approve[{j}]"))
+        approve.sort(key=lambda a: a.after)
+        reject = None
+        if "reject" in e:
+            r = e["reject"]
+            reject = Decision(r["by"], seconds(r["after"]), True, r.get("reason") or DEFAULT_REASON, f"{where}.reject")
+            later = [a for a in approve if a.after > reject.after]
+            if later:
+                self.fail(f"{where}.reject.after", f"comes before {later[0].where} (after {later[0].after:g} s): "
+                          "nothing is left to approve once the warning is rejected / 驳回之后不能再签发")
+        return tuple(approve), reject
+
+    def approval(self, step: Step, config: Config) -> Step:
+        """How many approvals warnd will want for this entry, checked against the approvers it names."""
+        level = self.level(step, config)
+        if level is None:
+            return step
+        needed = config.approval.needed(step.department, level, step.action == "cancel")
+        kind = "cancel" if step.action == "cancel" else f"{level.label} {step.action}"
+        what = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} of {step.department}"
+        n, named = needed, len(step.approve)
+        if n == 0 and step.decisions:
+            self.fail(f"{step.where}.{'approve' if step.approve else 'reject'}",
+                      f"{what} needs no approval under config.approval: it is published when submitted; "
+                      "remove approve/reject / 该预警无需签发，提交即发布")
+        elif n and not step.decisions:
+            self.fail(step.where, f"{what} needs {_approvals(n)} under config.approval and names none: add "
+                      f"approve: [{{by: NAME, after: TIME}}, …] / 该{level.zh}预警需 {n} 人签发，未指定签发人")
+        elif step.reject is None and named < n:
+            self.fail(f"{step.where}.approve", f"{what} needs {_approvals(n)} under config.approval; {named} "
+                      f"named / 需 {n} 人签发，只指定了 {named} 人")
+        elif step.reject is None and named > n:
+            self.fail(step.approve[n].where, f"{what} is published by its approval number {n} "
+                      f"({step.approve[n - 1].by}); this one would find nothing to approve / "
+                      f"第 {n} 人签发后即发布，无需再签发")
+        elif step.reject is not None and named >= n:
+            self.fail(step.reject.where, f"{what} is published by its approval number {n} "
+                      f"({step.approve[n - 1].by}) before this rejection / 签发后已发布，不能再驳回")
+        return replace(step, needed=needed)
+
+    def level(self, step: Step, config: Config) -> Level | None:
+        """The level warnd will give the entry's message (a cancel's does not matter); None: unreadable."""
+        source = step.source
+        if source is None or step.action == "cancel":
+            return Level.RED
+        if source.template is not None:
+            return Level.parse(cap.split_template(source.template, source.level)[1])
+        try:
+            return level_of(cap.parse_cap(source.cap, self.base_dir), config)
+        except cap.CapError:
+            return None  # already reported
 
     def message(self, raw: dict, where: str, top: tuple[str, ...]) -> Source:
         values = dict(raw)
@@ -420,6 +521,10 @@ class _Resolver:
                 self.fail(f"{where}.template", f"unknown template {source.template!r}; templates are "
                           f"{', '.join(sorted(cap.EVENTS))}, optionally prefixed by a level (red-rainstorm)")
         return source
+
+
+def _approvals(n: int) -> str:
+    return f"{n} approval" + ("" if n == 1 else "s")
 
 
 def packaged(name: str) -> Path:

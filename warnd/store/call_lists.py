@@ -5,6 +5,8 @@ the same transaction: the confirmation becomes `covered` and the rest of its
 ladder is skipped, so no later rung (an operator alarm) fires for a grid whose
 every door was knocked on. The list row is locked first (PostgreSQL), so two
 visitors marking the last two households at once cannot both miss completion.
+Every mark is audited (`door.mark`) in its transaction, with the list's assignee
+as the actor: the list's link is theirs ("link" when the list has none).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from warnd.store import audit
 from warnd.store.database import Database
 from warnd.store.escalation import stop_grids
 from warnd.store.schema import call_list_items, call_lists, confirmations, people, regions, warnings
@@ -113,10 +116,10 @@ class CallListStore:
         """Set one household's mark (the latest wins); the last one completes the list and covers the grid."""
         if mark not in MARKS:
             raise ValueError(f"unknown mark {mark!r}")
-        cl, i, c, w = call_lists.c, call_list_items.c, confirmations.c, warnings.c
+        cl, i, w = call_lists.c, call_list_items.c, warnings.c
         async with self.db.write() as conn:
             head = (await conn.execute(
-                sa.select(cl.id, cl.confirmation_id, cl.completed_at, w.state, w.expires)
+                sa.select(cl.id, cl.confirmation_id, cl.completed_at, cl.assignee_id, w.state, w.expires)
                 .join(warnings, w.id == cl.warning_id).where(cl.id == list_id)
                 .with_for_update(of=call_lists))).first()
             if head is None:
@@ -128,18 +131,25 @@ class CallListStore:
                 .values(mark=mark, marked_at=now, version=i.version + 1))
             if updated.rowcount == 0:
                 return Marked.NOT_FOUND
-            if head.completed_at is not None:
-                return Marked.MARKED
-            unmarked = (await conn.execute(sa.select(sa.func.count()).select_from(call_list_items)
-                                           .where(i.list_id == list_id, i.mark.is_(None)))).scalar_one()
-            if unmarked:
-                return Marked.MARKED
-            await conn.execute(sa.update(call_lists).where(cl.id == list_id).values(completed_at=now))
-            await conn.execute(sa.update(confirmations)
-                               .where(c.id == head.confirmation_id, c.state == "open")
-                               .values(state="covered", covered_at=now, version=c.version + 1))
-            await stop_grids(conn, [head.confirmation_id], now, "covered")
-            return Marked.COMPLETED
+            completed = head.completed_at is None and await _complete(conn, list_id, head.confirmation_id, now)
+            await audit.append(conn, self.db, now, head.assignee_id or "link", "door.mark", f"call_list:{list_id}",
+                               {"list_id": list_id, "item_id": item_id, "mark": mark, "completed": completed})
+            return Marked.COMPLETED if completed else Marked.MARKED
+
+
+async def _complete(conn: AsyncConnection, list_id: int, confirmation_id: int, now: datetime) -> bool:
+    """If no household is left unmarked: complete the list, cover its grid, skip the rest of its ladder."""
+    cl, i, c = call_lists.c, call_list_items.c, confirmations.c
+    unmarked = (await conn.execute(sa.select(sa.func.count()).select_from(call_list_items)
+                                   .where(i.list_id == list_id, i.mark.is_(None)))).scalar_one()
+    if unmarked:
+        return False
+    await conn.execute(sa.update(call_lists).where(cl.id == list_id).values(completed_at=now))
+    await conn.execute(sa.update(confirmations)
+                       .where(c.id == confirmation_id, c.state == "open")
+                       .values(state="covered", covered_at=now, version=c.version + 1))
+    await stop_grids(conn, [confirmation_id], now, "covered")
+    return True
 
 
 async def _lists(conn: AsyncConnection, where: sa.ColumnElement[bool]) -> list[CallList]:

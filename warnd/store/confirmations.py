@@ -70,12 +70,13 @@ class ConfirmationStore:
 
     async def answer(self, inbound: Inbound, ids: list[int], outcome: Callable[[int], str], *,
                      confirm: bool = True, confirmed_by: str | None = None, reason: str | None = None,
-                     actor: str | None = None) -> int:
+                     actor: str | None = None, action: str = "confirmation.record") -> int:
         """Record what came in and (`confirm`) confirm `ids` (open → confirmed, late if past the
         deadline), in one transaction shared with other answers (group commit): with it, the
         rest of the grids' ladders skipped and their queued sends cancelled. A repeat
         changes nothing. `outcome(confirmed)` names the inbound row's outcome; returns how
-        many requirements this answer confirmed."""
+        many requirements this answer confirmed. With an `actor` it is audited as `action`
+        (an operator's record, a person's click on a link), in that same transaction."""
         c = confirmations.c
 
         async def work(conn: AsyncConnection) -> int:
@@ -89,14 +90,14 @@ class ConfirmationStore:
                             version=c.version + 1)
                     .returning(c.id))).scalars())
                 await stop_grids(conn, done, inbound.at, "confirmed")
-            if actor is not None:  # recorded on someone's behalf: the audit log says who and why
-                await audit.append(conn, self.db, inbound.at, actor, "confirmation.record", f"confirmations:{ids}",
-                                   {"person_id": inbound.person_id, "channel": inbound.channel, "reason": reason,
-                                    "confirmed": done})
             await conn.execute(sa.insert(inbound_table).values(
                 at=inbound.at, channel=inbound.channel, from_address=inbound.from_address,
                 body=inbound.body[:2000], outcome=outcome(len(done)), confirmation_ids=ids,
                 person_id=inbound.person_id, delivery_id=inbound.delivery_id, provider_ref=inbound.provider_ref))
+            if actor is not None:  # who, and on someone's behalf why; last in the work (see audit)
+                await audit.append(conn, self.db, inbound.at, actor, action, f"confirmations:{ids}",
+                                   {"person_id": inbound.person_id, "channel": inbound.channel, "reason": reason,
+                                    "confirmed": done})
             return len(done)
 
         return await self.db.write_grouped(work)

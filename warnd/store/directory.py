@@ -2,12 +2,16 @@
 
 Imports are one transaction: references are resolved against the data and the
 database first, then only new or changed rows are upserted, so re-importing
-the same files changes nothing (and keeps `updated_at`).
+the same files changes nothing (and keeps `updated_at`). Every write that
+changes something is audited in its own transaction, with who made it
+(`actor`: "cli", or the API principal's `scope.who`); one that changes nothing
+leaves no entry.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import datetime
 from typing import Any, Iterable, Sequence
 
 import sqlalchemy as sa
@@ -15,12 +19,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from warnd.clock import Clock
+from warnd.domain.authority import covers
 from warnd.domain.directory import Household, Person, Region, Speaker, Subscriber
 from warnd.domain.errors import Problem, WarndError, error
 from warnd.domain.urlsafety import check_url_async
 from warnd.ingest.directory import KEYS, KINDS, TYPES, DirectoryData, Entry, KnownIds, Where, check_references, \
     wanted_references
-from warnd.store import schema
+from warnd.store import audit, schema
 from warnd.store.database import Database
 
 TABLES: dict[str, sa.Table] = {"regions": schema.regions, "people": schema.people,
@@ -85,6 +90,10 @@ def _not_found(kind: str, key: str) -> WarndError:
     return error("directory.not_found", KEYS[kind], f"no {kind} entry {key}", f"名录中没有 {key}")
 
 
+def _changed_fields(old: Entry, new: Entry) -> list[str]:
+    return [f.name for f in dataclasses.fields(old) if getattr(old, f.name) != getattr(new, f.name)]
+
+
 def _in_use(field: str, en: str, zh: str) -> WarndError:
     return WarndError("request.invalid", [Problem(field, en, zh)])
 
@@ -97,27 +106,40 @@ class DirectoryStore:
 
     # ------------------------------------------------------------ import
 
-    async def import_data(self, data: DirectoryData) -> dict[str, int]:
-        """Upsert everything in one transaction; counts per `kind.inserted|updated|unchanged`."""
+    async def import_data(self, data: DirectoryData, *, actor: str = "cli") -> dict[str, int]:
+        """Upsert everything in one transaction; counts per `kind.inserted|updated|unchanged`.
+        Audited as `directory.import` with the counts (the ones not zero)."""
         await self._check_urls(data)
-        counts = {f"{k}.{o}": 0 for k in KINDS for o in ("inserted", "updated", "unchanged")}
         now = self._clock.now()
         async with self._db.write() as conn:
-            data = await self._resolve(conn, data)
-            for kind in KINDS:
-                entries: Sequence[Entry] = getattr(data, kind)
-                key = KEYS[kind]
-                existing = await self._fetch(conn, kind, [getattr(e, key) for e in entries])
-                rows = []
-                for e in entries:
-                    old = existing.get(getattr(e, key))
-                    outcome = "inserted" if old is None else "unchanged" if old == e else "updated"
-                    counts[f"{kind}.{outcome}"] += 1
-                    if outcome != "unchanged":
-                        rows.append(_to_row(e) | {"updated_at": now})
-                if rows:
-                    await conn.execute(upsert(self._db, TABLES[kind], key), rows)
+            counts, _ = await self._upsert(conn, data, now)
+            if any(n for c, n in counts.items() if not c.endswith(".unchanged")):
+                await audit.append(conn, self._db, now, actor, "directory.import", "directory",
+                                   {c: n for c, n in counts.items() if n})
         return counts
+
+    async def _upsert(self, conn: AsyncConnection, data: DirectoryData, now: datetime
+                      ) -> tuple[dict[str, int], dict[tuple[str, str], tuple[Entry, Entry]]]:
+        """Write the new and changed entries; the counts, and (old, new) of each updated one."""
+        data = await self._resolve(conn, data)
+        counts = {f"{k}.{o}": 0 for k in KINDS for o in ("inserted", "updated", "unchanged")}
+        updated: dict[tuple[str, str], tuple[Entry, Entry]] = {}
+        for kind in KINDS:
+            entries: Sequence[Entry] = getattr(data, kind)
+            key = KEYS[kind]
+            existing = await self._fetch(conn, kind, [getattr(e, key) for e in entries])
+            rows = []
+            for e in entries:
+                old = existing.get(getattr(e, key))
+                outcome = "inserted" if old is None else "unchanged" if old == e else "updated"
+                counts[f"{kind}.{outcome}"] += 1
+                if outcome != "unchanged":
+                    rows.append(_to_row(e) | {"updated_at": now})
+                if outcome == "updated":
+                    updated[(kind, getattr(e, key))] = (old, e)
+            if rows:
+                await conn.execute(upsert(self._db, TABLES[kind], key), rows)
+        return counts, updated
 
     async def _check_urls(self, data: DirectoryData) -> None:
         problems: list[Problem] = []
@@ -177,13 +199,27 @@ class DirectoryStore:
         async with self._db.read() as conn:
             return [_from_row(kind, row) for row in await conn.execute(stmt)]
 
-    async def _put(self, kind: str, entry: Entry) -> str:
-        """Insert or replace one entry; return "inserted", "updated" or "unchanged"."""
-        key = getattr(entry, KEYS[kind])  # problems then name bare fields, as parse_entry's do
-        counts = await self.import_data(DirectoryData(**{kind: (entry,)}, sources={(kind, key): Where("", 0)}))
-        return next(o for o in ("inserted", "updated", "unchanged") if counts[f"{kind}.{o}"])
+    async def _put(self, kind: str, entry: Entry, actor: str) -> str:
+        """Insert or replace one entry; return "inserted", "updated" or "unchanged".
 
-    async def _delete(self, kind: str, key: str, used_by: Sequence[tuple[str, str, str, str]] = ()) -> None:
+        Audited as `directory.put` when it changed something, with the names (not the
+        values: phone numbers, secrets) of the fields an update changed."""
+        key = getattr(entry, KEYS[kind])  # problems then name bare fields, as parse_entry's do
+        data = DirectoryData(**{kind: (entry,)}, sources={(kind, key): Where("", 0)})
+        await self._check_urls(data)
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            counts, updated = await self._upsert(conn, data, now)
+            outcome = next(o for o in ("inserted", "updated", "unchanged") if counts[f"{kind}.{o}"])
+            if outcome != "unchanged":
+                detail: dict[str, Any] = {"kind": kind, "key": key, "outcome": outcome}
+                if (kind, key) in updated:
+                    detail["fields"] = _changed_fields(*updated[(kind, key)])
+                await audit.append(conn, self._db, now, actor, "directory.put", f"{kind}:{key}", detail)
+        return outcome
+
+    async def _delete(self, kind: str, key: str, used_by: Sequence[tuple[str, str, str, str]] = (), *,
+                      actor: str) -> None:
         """Delete one entry; refuse while a (kind, column) in `used_by` still refers to it."""
         table = TABLES[kind]
         async with self._db.write() as conn:
@@ -196,6 +232,8 @@ class DirectoryStore:
             result = await conn.execute(sa.delete(table).where(table.c[KEYS[kind]] == key))
             if result.rowcount == 0:
                 raise _not_found(kind, key)
+            await audit.append(conn, self._db, self._clock.now(), actor, "directory.delete", f"{kind}:{key}",
+                               {"kind": kind, "key": key})
 
     # ------------------------------------------------------------ regions
 
@@ -212,13 +250,13 @@ class DirectoryStore:
     async def get_region(self, code: str) -> Region:
         return await self._get("regions", code)  # type: ignore[return-value]
 
-    async def put_region(self, region: Region) -> str:
-        return await self._put("regions", region)
+    async def put_region(self, region: Region, *, actor: str = "cli") -> str:
+        return await self._put("regions", region, actor)
 
-    async def delete_region(self, code: str) -> None:
+    async def delete_region(self, code: str, *, actor: str = "cli") -> None:
         await self._delete("regions", code, [
             ("regions", "parent", "region", "下级区划"), ("people", "region", "person", "人员"),
-            ("households", "grid", "household", "住户"), ("speakers", "grid", "speaker", "广播终端")])
+            ("households", "grid", "household", "住户"), ("speakers", "grid", "speaker", "广播终端")], actor=actor)
 
     # ------------------------------------------------------------ people
 
@@ -241,11 +279,12 @@ class DirectoryStore:
     async def get_person(self, id: str) -> Person:
         return await self._get("people", id)  # type: ignore[return-value]
 
-    async def put_person(self, person: Person) -> str:
-        return await self._put("people", person)
+    async def put_person(self, person: Person, *, actor: str = "cli") -> str:
+        return await self._put("people", person, actor)
 
-    async def delete_person(self, id: str) -> None:
-        await self._delete("people", id, [("people", "backup", "the backup of person", "人员（AB 角）")])
+    async def delete_person(self, id: str, *, actor: str = "cli") -> None:
+        await self._delete("people", id, [("people", "backup", "the backup of person", "人员（AB 角）")],
+                           actor=actor)
 
     # ------------------------------------------------------------ households
 
@@ -262,11 +301,11 @@ class DirectoryStore:
     async def get_household(self, id: str) -> Household:
         return await self._get("households", id)  # type: ignore[return-value]
 
-    async def put_household(self, household: Household) -> str:
-        return await self._put("households", household)
+    async def put_household(self, household: Household, *, actor: str = "cli") -> str:
+        return await self._put("households", household, actor)
 
-    async def delete_household(self, id: str) -> None:
-        await self._delete("households", id)
+    async def delete_household(self, id: str, *, actor: str = "cli") -> None:
+        await self._delete("households", id, actor=actor)
 
     # ------------------------------------------------------------ speakers
 
@@ -278,11 +317,11 @@ class DirectoryStore:
     async def get_speaker(self, id: str) -> Speaker:
         return await self._get("speakers", id)  # type: ignore[return-value]
 
-    async def put_speaker(self, speaker: Speaker) -> str:
-        return await self._put("speakers", speaker)
+    async def put_speaker(self, speaker: Speaker, *, actor: str = "cli") -> str:
+        return await self._put("speakers", speaker, actor)
 
-    async def delete_speaker(self, id: str) -> None:
-        await self._delete("speakers", id)
+    async def delete_speaker(self, id: str, *, actor: str = "cli") -> None:
+        await self._delete("speakers", id, actor=actor)
 
     # ------------------------------------------------------------ subscribers (secrets included: use redacted())
 
@@ -294,12 +333,12 @@ class DirectoryStore:
     async def get_subscriber(self, id: str) -> Subscriber:
         return await self._get("subscribers", id)  # type: ignore[return-value]
 
-    async def put_subscriber(self, sub: Subscriber) -> str:
+    async def put_subscriber(self, sub: Subscriber, *, actor: str = "cli") -> str:
         """Checks the URL against the SSRF guard first (directory.unsafe_url)."""
-        return await self._put("subscribers", sub)
+        return await self._put("subscribers", sub, actor)
 
-    async def delete_subscriber(self, id: str) -> None:
-        await self._delete("subscribers", id)
+    async def delete_subscriber(self, id: str, *, actor: str = "cli") -> None:
+        await self._delete("subscribers", id, actor=actor)
 
     # ------------------------------------------------------------ lookups for the planner
 
@@ -310,7 +349,23 @@ class DirectoryStore:
             return []
         code = schema.regions.c.code
         where = [] if "*" in codes else [sa.or_(*(code.startswith(c, autoescape=True) for c in codes))]
-        return await self._list("regions", *where)
+        found = await self._list("regions", *where)
+        if "*" in codes:
+            return found
+        # A prefix is only a candidate: grid 4211261002010011 is not below grid 421126100201001.
+        return [region for region in found if covers(codes, region.code, {x.code: x.parent for x in found})]
+
+    async def parents_of(self, codes: Iterable[str]) -> dict[str, str | None]:
+        """The directory's parent links of these codes and of all their ancestors."""
+        out: dict[str, str | None] = {}
+        todo = {c for c in codes if c and c != "*"}
+        r = schema.regions.c
+        async with self._db.read() as conn:
+            while todo:
+                rows = (await conn.execute(sa.select(r.code, r.parent).where(r.code.in_(sorted(todo))))).all()
+                out.update({row.code: row.parent for row in rows})
+                todo = {row.parent for row in rows if row.parent and row.parent not in out}
+        return out
 
     async def regions_with_polygons(self) -> list[Region]:
         regions = await self._list("regions", schema.regions.c.polygon.is_not(None))

@@ -7,11 +7,12 @@ import sqlalchemy as sa
 
 from warnd.domain.model import Level
 from warnd.store.database import Database
-from warnd.store.schema import confirmations, deliveries, warnings
+from warnd.store.schema import approvals, confirmations, deliveries, warnings
 
 WARNING_FIELDS = ("id", "sender", "identifier", "sent", "status", "msg_type", "event", "headline",
                   "expires", "state", "root_id", "previous_id", "department", "regions", "notes",
-                  "created_at")
+                  "created_at", "submitted_by", "approvals_needed", "approved_at", "published_at",
+                  "rejected_reason")
 
 
 def _jsonable(row: dict) -> dict:
@@ -43,6 +44,11 @@ class Queries:
             for channel, state, n in counts:
                 summary.setdefault(channel, {})[state] = n
             out["deliveries_by_channel"] = summary
+            out["approvals"] = [_jsonable(dict(r._mapping)) for r in await conn.execute(
+                sa.select(approvals.c.approver, approvals.c.decision, approvals.c.reason, approvals.c.at)
+                .where(approvals.c.warning_id == warning_id).order_by(approvals.c.id))]
+            first = (await conn.execute(sa.select(sa.func.min(d.sent_at)).where(d.warning_id == warning_id))).scalar()
+            out["first_sent_at"] = first.isoformat() if first else None
             rows = await conn.execute(
                 sa.select(d.id, d.channel, d.recipient_kind, d.recipient_id, d.state, d.attempts,
                           d.next_attempt_at, d.last_code, d.provider_ref, d.sent_at, d.done_at)
@@ -54,12 +60,18 @@ class Queries:
             out["cap_xml"] = row.cap_xml
         return out
 
+    async def department_of(self, warning_id: int) -> tuple[str | None] | None:
+        """(department,) of a warning, or None if there is no such warning: who may read it."""
+        async with self.db.read() as conn:
+            row = (await conn.execute(sa.select(warnings.c.department).where(warnings.c.id == warning_id))).first()
+        return None if row is None else (row.department,)
+
     async def warnings(self, *, status: str | None = None, state: str | None = None,
                        level: Level | None = None, event: str | None = None, since: datetime | None = None,
-                       limit: int = 50, offset: int = 0) -> list[dict]:
+                       department: str | None = None, limit: int = 50, offset: int = 0) -> list[dict]:
         w = warnings.c
         q = sa.select(warnings).order_by(w.id.desc()).limit(limit).offset(offset)
-        for column, value in ((w.status, status), (w.state, state), (w.event, event)):
+        for column, value in ((w.status, status), (w.state, state), (w.event, event), (w.department, department)):
             if value is not None:
                 q = q.where(column == value)
         if level is not None:

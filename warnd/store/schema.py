@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, ForeignKey, Index, Integer,
-                        MetaData, String, Table, Text, UniqueConstraint)
+                        MetaData, String, Table, Text, UniqueConstraint, false as sa_false)
 from sqlalchemy.types import TypeDecorator
 
 
@@ -55,6 +55,59 @@ tokens = Table(
     Column("admin", Boolean, nullable=False, default=False),
     Column("created_at", TS, nullable=False),
     Column("revoked_at", TS),
+    Column("role", String(16), nullable=False, default="department", server_default="department"),
+    Column("senders", JSON, nullable=False, default=list, server_default="[]"),  # CAP senders; ["*"] = any
+    Column("supersede", Boolean, nullable=False, default=False, server_default=sa_false()),
+    Column("user_name", String(64)),  # a person's personal token: their account decides its rights
+    Column("label", String(200)),
+    Column("expires_at", TS),
+    Column("last_used_at", TS),
+    Column("rotated_from", BigInteger),
+)
+
+# Operator accounts (people). Passwords: argon2id hashes only.
+users = Table(
+    "users", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("display_name", String(200)),
+    Column("role", String(16), nullable=False),  # admin / approver / operator / editor / viewer
+    Column("department", String(200), nullable=False),
+    Column("senders", JSON, nullable=False),
+    Column("events", JSON, nullable=False),
+    Column("regions", JSON, nullable=False),
+    Column("max_level", Integer, nullable=False),
+    Column("supersede", Boolean, nullable=False, default=False),
+    Column("password_hash", String(200), nullable=False),
+    Column("failed_logins", Integer, nullable=False, default=0),
+    Column("locked_until", TS),
+    Column("last_login_at", TS),
+    Column("created_at", TS, nullable=False),
+    Column("disabled_at", TS),
+    Column("version", Integer, nullable=False, default=1),
+)
+
+# Console sessions: the cookie holds a random id; only its hash is stored.
+sessions = Table(
+    "sessions", metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("user_name", String(64), nullable=False, index=True),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("last_seen_at", TS, nullable=False),
+    Column("ended_at", TS),
+)
+
+# 签发: one row per approver of a warning; a person approves a warning once.
+approvals = Table(
+    "approvals", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("warning_id", BigInteger, ForeignKey("warnings.id"), nullable=False),
+    Column("approver", String(64), nullable=False),  # user name
+    Column("decision", String(16), nullable=False),  # approved / rejected
+    Column("reason", Text),
+    Column("at", TS, nullable=False),
+    UniqueConstraint("warning_id", "approver", name="uq_approvals_warning_approver"),
 )
 
 regions = Table(
@@ -108,6 +161,7 @@ subscribers = Table(
     Column("statuses", JSON, nullable=False),
     Column("public", Boolean, nullable=False, default=True),
     Column("active", Boolean, nullable=False, default=True),
+    Column("restricted", Boolean, nullable=False, default=False, server_default=sa_false()),
     Column("updated_at", TS, nullable=False),
 )
 
@@ -123,7 +177,7 @@ warnings = Table(
     Column("event", String(400), nullable=False),
     Column("headline", Text),
     Column("expires", TS),
-    Column("state", String(16), nullable=False),  # active / superseded / cancelled / expired / ended
+    Column("state", String(16), nullable=False),  # awaiting / rejected / active / superseded / cancelled / expired / ended
     Column("root_id", BigInteger, index=True),  # first warning of an update chain
     Column("previous_id", BigInteger),
     Column("department", String(200)),
@@ -132,6 +186,12 @@ warnings = Table(
     Column("regions", JSON, nullable=False),  # resolved target region codes
     Column("created_at", TS, nullable=False),
     Column("version", Integer, nullable=False, default=1),
+    # 制作 → 审核 → 签发 → 发布: who submitted, how many approvals it needs, when it went out
+    Column("submitted_by", String(200)),
+    Column("approvals_needed", Integer, nullable=False, default=0, server_default="0"),
+    Column("approved_at", TS),
+    Column("published_at", TS),
+    Column("rejected_reason", Text),
     UniqueConstraint("sender", "identifier", name="uq_warnings_sender_identifier"),
     Index("ix_warnings_state_expires", "state", "expires"),
 )

@@ -1,7 +1,9 @@
 """The outbox: a warning, every delivery and every confirmation in one transaction.
 
-`submit` is the only way a warning enters the database. It de-duplicates by
-(sender, identifier), applies the lifecycle of Update/Cancel to the earlier
+`submit` is the only way a warning enters the database. A warning that needs
+approval is stored held (`awaiting`): nothing planned, nothing sent; the last
+approval publishes it (`approve`), in the same transaction as that approval.
+Publishing de-duplicates by (sender, identifier), applies the lifecycle of Update/Cancel to the earlier
 versions (pending sends superseded or cancelled, open confirmations closed),
 and writes the plan. Once it returns, nothing of it can be lost.
 """
@@ -16,15 +18,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from warnd.clock import Clock
+from warnd.domain.authority import Referenced, Scope
 from warnd.domain.delivery import REACHED, State
-from warnd.domain.model import MsgType, ParsedAlert
-from warnd.domain.model import Level
+from warnd.domain.errors import WarndError, error
+from warnd.domain.model import Alert, Level, MsgType, ParsedAlert
 from warnd.domain.planning import Plan, PlannedDelivery, Prior
 from warnd.store import audit
 from warnd.store.bulk import insert_rows
 from warnd.store.database import Database
 from warnd.store.escalation import skip_warnings, write_ladders
-from warnd.store.schema import confirmations, deliveries, warnings
+from warnd.store.schema import alarms, approvals, confirmations, deliveries, warnings
 from warnd_channels.base import Recipient
 
 Planner = Callable[[Prior], Plan]
@@ -34,6 +37,20 @@ Planner = Callable[[Prior], Plan]
 class Submitted:
     warning_id: int
     created: bool  # False: the same (sender, identifier) was already stored
+    awaiting: bool = False  # held for approval: nothing planned, nothing sent
+
+
+@dataclass(frozen=True)
+class Decided:
+    """What an approval or rejection did."""
+
+    warning_id: int
+    state: str  # awaiting (more approvals needed) / active / expired / rejected
+    approvals: int
+    needed: int
+
+
+HELD = ("awaiting", "rejected")  # never published: not part of any chain
 
 
 class WarningStore:
@@ -42,26 +59,29 @@ class WarningStore:
         self.clock = clock
 
     async def submit(self, parsed: ParsedAlert, level: int, event: str, headline: str | None,
-                     department: str, planner: Planner) -> Submitted:
+                     scope: Scope, planner: Planner, needed: int = 0) -> Submitted:
+        """Store a warning; with `needed` approvals it waits, else it is planned and published now."""
         alert = parsed.alert
         try:
             async with self.db.write() as conn:
                 existing = await self._find(conn, alert.sender, alert.identifier)
                 if existing is not None:
-                    return Submitted(existing, False)
-                chain = await self._chain(conn, alert)
-                plan = planner(await self._prior(conn, chain))
+                    if existing[1] != scope.department:
+                        raise error("auth.identifier_taken", "identifier",
+                                    f"{alert.sender},{alert.identifier} is a warning of another department",
+                                    f"{alert.sender},{alert.identifier} 是其他单位的预警")
+                    return Submitted(existing[0], False)
                 now = self.clock.now()
-                root = await self._root_of(conn, chain)
-                wid = await self._insert_warning(conn, parsed, level, event, headline, department,
-                                                 plan, root, chain[-1] if chain else None, now)
-                if chain:
-                    await self._retire(conn, chain, alert.msg_type, now)
-                await self._insert_deliveries(conn, wid, level, alert.expires, plan, now)
-                await self._insert_confirmations(conn, wid, plan, now)
-                await audit.append(conn, self.db, now, department, f"warning.{alert.msg_type.value.lower()}",
+                chain = await self._chain(conn, alert)
+                wid = await self._insert_warning(conn, parsed, level, event, headline, scope, needed,
+                                                 await self._root_of(conn, chain), chain[-1] if chain else None, now)
+                await audit.append(conn, self.db, now, scope.who, f"warning.{alert.msg_type.value.lower()}",
                                    f"warning:{wid}", {"sender": alert.sender, "identifier": alert.identifier,
-                                                      "deliveries": len(plan.deliveries)})
+                                                      "department": scope.department, "level": Level(level).label,
+                                                      "approvals_needed": needed})
+                if needed:
+                    return Submitted(wid, True, awaiting=True)
+                await self._publish(conn, wid, alert, planner, now)
                 return Submitted(wid, True)
         except IntegrityError:
             # Two identical submissions raced; the other one won. Return its row.
@@ -69,12 +89,141 @@ class WarningStore:
                 existing = await self._find(conn, alert.sender, alert.identifier)
             if existing is None:
                 raise
-            return Submitted(existing, False)
+            return Submitted(existing[0], False)
+
+    async def approve(self, warning_id: int, alert: Alert, approver: Scope, planner: Planner) -> Decided:
+        """One person's approval; the last one needed publishes the warning in the same transaction."""
+        now = self.clock.now()
+        async with self.db.write() as conn:
+            row = await self._held(conn, warning_id)
+            if approver.user is None:
+                raise error("auth.forbidden", "approver", "approvals are given by people (log in or use a "
+                            "personal token)", "签发须由本人进行（登录或使用个人令牌）")
+            if row.submitted_by == approver.who:
+                raise WarndError("approval.own_warning")
+            done = await self._approvers(conn, warning_id)
+            if approver.user in done:
+                raise WarndError("approval.already_approved")
+            await conn.execute(sa.insert(approvals).values(warning_id=warning_id, approver=approver.user,
+                                                           decision="approved", at=now))
+            count = len(done) + 1
+            await audit.append(conn, self.db, now, approver.who, "warning.approve", f"warning:{warning_id}",
+                               {"approvals": count, "needed": row.approvals_needed})
+            if count < row.approvals_needed:
+                return Decided(warning_id, "awaiting", count, row.approvals_needed)
+            await conn.execute(sa.update(warnings).where(warnings.c.id == warning_id).values(approved_at=now))
+            state = await self._publish(conn, warning_id, alert, planner, now)
+            return Decided(warning_id, state, count, row.approvals_needed)
+
+    async def reject(self, warning_id: int, approver: Scope, reason: str) -> Decided:
+        now = self.clock.now()
+        async with self.db.write() as conn:
+            row = await self._held(conn, warning_id)
+            if approver.user is not None:
+                await conn.execute(sa.insert(approvals).values(warning_id=warning_id, approver=approver.user,
+                                                               decision="rejected", reason=reason, at=now))
+            w = warnings.c
+            await conn.execute(sa.update(warnings).where(w.id == warning_id)
+                               .values(state="rejected", rejected_reason=reason, version=w.version + 1))
+            await audit.append(conn, self.db, now, approver.who, "warning.reject", f"warning:{warning_id}",
+                               {"reason": reason})
+            return Decided(warning_id, "rejected", len(await self._approvers(conn, warning_id)),
+                           row.approvals_needed)
+
+    async def refused(self, alert: Alert, scope: Scope, err: WarndError) -> None:
+        """A submission refused for authority is itself a record (who tried what)."""
+        now = self.clock.now()
+        async with self.db.write() as conn:
+            await audit.append(conn, self.db, now, scope.who, "warning.refused", f"{alert.sender},{alert.identifier}",
+                               {"code": err.code, "department": scope.department, "msg_type": alert.msg_type.value,
+                                "fields": [p.field for p in err.problems]})
+
+    async def overdue_approvals(self, older_than: datetime) -> list[int]:
+        """Warnings waiting for approval since before `older_than` with no alarm raised for it yet."""
+        w, a = warnings.c, alarms.c
+        raised = sa.select(a.warning_id).where(a.code == "approval.overdue", a.warning_id.is_not(None))
+        q = sa.select(w.id).where(w.state == "awaiting", w.created_at < older_than, w.id.not_in(raised))
+        async with self.db.read() as conn:
+            return list((await conn.execute(q)).scalars())
+
+    async def raise_overdue(self, warning_id: int, minutes: float) -> bool:
+        now = self.clock.now()
+        async with self.db.write() as conn:
+            a = alarms.c
+            seen = (await conn.execute(sa.select(a.id).where(a.code == "approval.overdue",
+                                                             a.warning_id == warning_id))).first()
+            state = (await conn.execute(sa.select(warnings.c.state).where(warnings.c.id == warning_id))).scalar()
+            if seen is not None or state != "awaiting":
+                return False
+            await conn.execute(sa.insert(alarms).values(at=now, code="approval.overdue", warning_id=warning_id,
+                                                        detail={"waiting_minutes": minutes}))
+            await audit.append(conn, self.db, now, "system", "alarm.raise", f"warning:{warning_id}",
+                               {"code": "approval.overdue"})
+        return True
+
+    async def cap_of(self, warning_id: int) -> tuple[str, str | None, str] | None:
+        """(state, department, cap_xml) of a stored warning."""
+        w = warnings.c
+        async with self.db.read() as conn:
+            row = (await conn.execute(sa.select(w.state, w.department, w.cap_xml).where(w.id == warning_id))).first()
+        return None if row is None else (row.state, row.department, row.cap_xml)
+
+    async def referenced(self, alert: Alert) -> list[Referenced]:
+        """The stored warnings this message references, and the first warning of each of their chains."""
+        if not alert.references:
+            return []
+        w = warnings.c
+        refs = [(r.sender, r.identifier) for r in alert.references]
+        async with self.db.read() as conn:
+            rows = (await conn.execute(sa.select(w.id, w.root_id).where(sa.tuple_(w.sender, w.identifier).in_(refs)))).all()
+            ids = {r.id for r in rows} | {r.root_id for r in rows if r.root_id}
+            if not ids:
+                return []
+            found = await conn.execute(sa.select(w.id, w.department, w.regions).where(w.id.in_(ids)).order_by(w.id))
+            return [Referenced(r.id, r.department, tuple(r.regions or ())) for r in found]
+
+    async def _held(self, conn: AsyncConnection, warning_id: int):  # noqa: ANN202 - a Row
+        q = sa.select(warnings).where(warnings.c.id == warning_id)
+        if not self.db.is_sqlite:
+            q = q.with_for_update()  # two approvers at once: one waits, then sees the other's row
+        row = (await conn.execute(q)).first()
+        if row is None:
+            raise WarndError("warning.not_found")
+        if row.state != "awaiting":
+            raise error("approval.not_pending", "state", f"warning {warning_id} is {row.state}",
+                        f"预警 {warning_id} 当前状态为 {row.state}")
+        return row
 
     @staticmethod
-    async def _find(conn: AsyncConnection, sender: str, identifier: str) -> int | None:
-        q = sa.select(warnings.c.id).where(warnings.c.sender == sender, warnings.c.identifier == identifier)
-        return (await conn.execute(q)).scalar()
+    async def _approvers(conn: AsyncConnection, warning_id: int) -> set[str]:
+        a = approvals.c
+        q = sa.select(a.approver).where(a.warning_id == warning_id, a.decision == "approved")
+        return set((await conn.execute(q)).scalars())
+
+    async def _publish(self, conn: AsyncConnection, wid: int, alert: Alert, planner: Planner, now: datetime) -> str:
+        """Plan and write every delivery and confirmation; earlier versions stop. Returns the new state."""
+        chain = [c for c in await self._chain(conn, alert) if c != wid]
+        plan = planner(await self._prior(conn, chain))
+        state = "expired" if alert.expires is not None and alert.expires <= now else "active"
+        notes = (await conn.execute(sa.select(warnings.c.notes).where(warnings.c.id == wid))).scalar_one()
+        await conn.execute(sa.update(warnings).where(warnings.c.id == wid).values(
+            state=state, regions=list(plan.regions), published_at=now,
+            notes=list(notes) + [{"code": "plan", "en": n} for n in plan.notes]))
+        if chain:
+            await self._retire(conn, chain, alert.msg_type, now)
+        level = (await conn.execute(sa.select(warnings.c.level).where(warnings.c.id == wid))).scalar_one()
+        await self._insert_deliveries(conn, wid, level, alert.expires, plan, now)
+        await self._insert_confirmations(conn, wid, plan, now)
+        await audit.append(conn, self.db, now, "system", "warning.publish", f"warning:{wid}",
+                           {"deliveries": len(plan.deliveries), "confirmations": len(plan.confirmations)})
+        return state
+
+    @staticmethod
+    async def _find(conn: AsyncConnection, sender: str, identifier: str) -> tuple[int, str | None] | None:
+        q = sa.select(warnings.c.id, warnings.c.department).where(warnings.c.sender == sender,
+                                                                  warnings.c.identifier == identifier)
+        row = (await conn.execute(q)).first()
+        return None if row is None else (row.id, row.department)
 
     async def _chain(self, conn: AsyncConnection, alert) -> list[int]:  # noqa: ANN001
         """Ids of every stored warning in the referenced chains, oldest first."""
@@ -87,7 +236,8 @@ class WarningStore:
         roots = {r.root_id or r.id for r in rows}
         if not roots:
             return []
-        q = sa.select(warnings.c.id).where(sa.or_(warnings.c.id.in_(roots), warnings.c.root_id.in_(roots)))
+        q = sa.select(warnings.c.id).where(sa.or_(warnings.c.id.in_(roots), warnings.c.root_id.in_(roots)),
+                                           warnings.c.state.not_in(HELD))
         return sorted((await conn.execute(q)).scalars())
 
     @staticmethod
@@ -120,17 +270,18 @@ class WarningStore:
 
     @staticmethod
     async def _insert_warning(conn: AsyncConnection, parsed: ParsedAlert, level: int, event: str,
-                              headline: str | None, department: str, plan: Plan, root: int | None,
+                              headline: str | None, scope: Scope, needed: int, root: int | None,
                               previous: int | None, now: datetime) -> int:
+        """The warning row, held: `_publish` makes it active (at once, or on the last approval)."""
         alert = parsed.alert
-        state = "expired" if alert.expires is not None and alert.expires <= now else "active"
         values = dict(
             sender=alert.sender, identifier=alert.identifier, sent=alert.sent, status=alert.status.value,
             msg_type=alert.msg_type.value, level=level, event=event, headline=headline,
-            expires=alert.expires, state=state, root_id=root, previous_id=previous, department=department,
-            cap_xml=parsed.cap_xml, regions=list(plan.regions), created_at=now, version=1,
+            expires=alert.expires, state="awaiting", root_id=root, previous_id=previous,
+            department=scope.department, submitted_by=scope.who, approvals_needed=needed,
+            cap_xml=parsed.cap_xml, regions=[], created_at=now, version=1,
             notes=[{"code": n.code, "field": n.field, "en": n.message_en, "zh": n.message_zh}
-                   for n in parsed.notes] + [{"code": "plan", "en": n} for n in plan.notes])
+                   for n in parsed.notes])
         result = await conn.execute(sa.insert(warnings).values(**values).returning(warnings.c.id))
         return result.scalar_one()
 
