@@ -237,13 +237,13 @@ async def warnd_run(result: Result, label: str, node, wid: int, sim: Process, si
 
 
 class Timers:
-    """Where the dispatcher's time went: wraps this node's claim, apply, receipt and channel send
+    """Where the dispatcher's time went: wraps this node's claim, apply, receipts and channel send
     (measurement only, on the instances) and reads the send histogram's sum."""
 
     def __init__(self, node) -> None:  # noqa: ANN001
         self.node = node
         self.spent: dict[str, list[float]] = {}
-        for owner, name in ((node.deliveries, "claim"), (node.deliveries, "apply"), (node.deliveries, "receipt")):
+        for owner, name in ((node.deliveries, "claim"), (node.deliveries, "apply"), (node.deliveries, "receipts")):
             self._wrap(owner, name)
         self.send0 = self._send_sum()
 

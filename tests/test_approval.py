@@ -94,6 +94,9 @@ async def test_red_needs_two_distinct_approvers_other_than_the_author(desk):
     assert warning["created_at"] < warning["approved_at"] == warning["published_at"]
     status, body = await desk.call("li", "POST", f"/api/v1/warnings/{wid}/approve")
     assert (status, body["code"]) == (409, "approval.not_pending")
+    _, report = await desk.call("duty", "GET", f"/api/v1/warnings/{wid}/coverage")
+    assert report["release"]["approval_seconds"] == 180 and report["release"]["approvals_needed"] == 2
+    assert report["release"]["published_at"] == warning["published_at"]
     actions = [r.action for r in (await _audit(desk))]
     assert ["warning.alert", "warning.approve", "warning.approve", "warning.publish"] == \
         [a for a in actions if a.startswith("warning.")]
@@ -141,6 +144,14 @@ async def test_blue_and_cancels_publish_at_once_and_a_late_approval_raises_an_al
     await desk.node.remind_approvals()
     await desk.node.remind_approvals()  # once, not every sweep
     assert await desk.count(alarms, alarms.c.code == "approval.overdue", alarms.c.warning_id == red) == 1
+    _, listed = await desk.call("duty", "GET", "/api/v1/alarms?open=1")
+    (alarm,) = listed["items"]
+    status, body = await desk.call("editor", "POST", f"/api/v1/alarms/{alarm['id']}/acknowledge")
+    assert (status, body["code"]) == (403, "auth.forbidden")
+    status, body = await desk.call("duty", "POST", f"/api/v1/alarms/{alarm['id']}/acknowledge")
+    assert status == 200 and body == {"acknowledged": True}
+    _, listed = await desk.call("duty", "GET", "/api/v1/alarms")
+    assert listed["items"][0]["acknowledged_by"] == "user:duty"
     ref = (Reference(SENDER, "B1", "2026-07-01T08:00:00+08:00"),)
     status, body = await desk.submit("editor", alert("C1", severity="Minor", msg_type=MsgType.CANCEL, references=ref))
     assert status == 201 and body["warning"]["state"] == "active"

@@ -160,6 +160,35 @@ def test_a_bad_scenario_names_the_path_and_exits_2_without_a_traceback(tmp_path)
     assert code == 2 and "not valid YAML" in stderr and "Traceback" not in stderr
 
 
+def test_a_red_warning_waits_for_its_second_approver_and_is_sent_only_then(tmp_path):
+    # warnd's defaults: red needs two approvals. Nothing may leave before the second one.
+    data = scenario()
+    data["timeline"][0]["approve"] = [{"by": "王签发", "after": "01:30"}, {"by": "李签发", "after": "02:10"}]
+    code, report, stderr = simulate(tmp_path, data)
+    assert code == 0, stderr
+    assert_nothing_lost_and_all_reached(report)
+    assert_inside_equals_outside(report)
+    (rain,) = report["warnings"]
+    a = rain["approval"]
+    assert a["needed"] == 2 and [(d["by"], d["decision"]) for d in a["decisions"]] == [("王签发", "approved"),
+                                                                                      ("李签发", "approved")]
+    first, second = (d["at_seconds"] for d in a["decisions"])
+    assert a["submitted_at_seconds"] + 90 <= first and first + 40 <= second  # each at its time after the issue
+    assert a["first_sent_at_seconds"] >= a["published_at_seconds"] >= second
+    assert a["delay_seconds"] == round(a["published_at_seconds"] - a["submitted_at_seconds"], 1) >= 130
+    # every send, and the coverage, counts from publication: nothing before it
+    assert rain["timing"]["first_send_seconds"] >= 0 and rain["timing"]["coverage_100_seconds"] > 0
+    assert any("待签发 1/2" in e["event"] for e in report["events"])
+
+
+def test_a_red_warning_with_one_approver_is_a_scenario_error_before_the_run(tmp_path):
+    data = scenario()
+    data["timeline"][0]["approve"] = [{"by": "王签发", "after": "01:30"}]
+    code, report, stderr = simulate(tmp_path, data, timeout=60)
+    assert code == 2 and report is None
+    assert "timeline[0].approve" in stderr and "needs 2 approvals" in stderr and "Traceback" not in stderr
+
+
 def test_the_shipped_scenarios_are_valid_and_the_demo_cap_file_passes_cap_validate():
     from warnd.simulate.scenario import load, packaged
     for name in ("example.yaml", "demo.yaml"):
@@ -178,6 +207,11 @@ def test_the_demo_completes_with_every_grid_confirmed_or_covered(tmp_path):
     assert report["verdict"]["ok"] and report["lost"] == [] and report["unreached_grids"] == []
     judged = [w for w in report["warnings"] if w["judged"]]
     assert len(judged) == 1 and judged[0]["level"] == "red" and judged[0]["coverage"]["grids"] == 200
+    approval = judged[0]["approval"]  # reviewed, then signed off: sent only after the second
+    assert len(approval["decisions"]) == 2
+    assert approval["first_sent_at_seconds"] >= approval["published_at_seconds"] \
+        >= approval["decisions"][1]["at_seconds"]
+    assert "审批用时" in done.stdout
     assert "warnd API: http://127.0.0.1:" in done.stdout and "verdict: OK" in done.stdout
     assert "\x1b[" not in done.stdout  # not a terminal: plain lines, no control sequences
 

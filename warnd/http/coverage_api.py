@@ -8,7 +8,7 @@ from aiohttp import web
 
 from warnd.domain.errors import WarndError, error
 from warnd.domain.authority import Right, require
-from warnd.http.auth import admin_of, scope_of
+from warnd.http.auth import scope_of
 from warnd.http.warnings_api import may_read
 from warnd.http.keys import NODE
 from warnd.http.responses import json_object, json_ok
@@ -63,9 +63,11 @@ async def list_alarms(request: web.Request) -> web.Response:
 
 
 async def acknowledge_alarm(request: web.Request) -> web.Response:
-    scope = await admin_of(request)
+    """确认告警: one action, by the operator on duty (or an admin); audited."""
+    scope = await scope_of(request)
+    require(scope, Right.OPERATE)
     node = request.app[NODE]
-    acknowledged = await _acknowledge(node.db, _id(request, "id"), node.clock.now(), scope.department, scope.who)
+    acknowledged = await _acknowledge(node.db, _id(request, "id"), node.clock.now(), scope.who, scope.who)
     return json_ok({"acknowledged": acknowledged})
 
 

@@ -18,7 +18,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from warnd.simulate.report import coverage_lines
+from warnd.simulate.report import clock, coverage_lines
 
 PLAIN_EVERY = 5.0  # real seconds between plain progress lines
 LEVEL_STYLE = {"red": "bold red", "orange": "bold dark_orange", "yellow": "bold yellow", "blue": "bold blue"}
@@ -31,15 +31,11 @@ class Snapshot:
     api: str
     down: bool
     lives: int
-    warnings: list[dict]  # name, id, level, msg_type, state, channels {ch: {state: n}}, summary, rungs, lists
+    # name, id, level, msg_type, state, approvals, needed, channels {ch: {state: n}}, summary, rungs, lists
+    warnings: list[dict]
     outside: dict[str, int] = field(default_factory=dict)
     walking: int = 0
     marked: int = 0
-
-
-def clock(seconds: float) -> str:
-    s = int(abs(seconds))
-    return f"T{'-' if seconds < 0 else '+'}{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def _sent(states: dict[str, int]) -> int:
@@ -49,6 +45,15 @@ def _sent(states: dict[str, int]) -> int:
 def channel_text(channels: dict[str, dict[str, int]]) -> str:
     return "  ".join(f"{c} {states.get('delivered', 0)}/{_sent(states)}/{sum(states.values())}"
                      for c, states in sorted(channels.items()))
+
+
+def state_text(w: dict) -> str:
+    """The warning's state; held for approval it shows how far: 待签发 1/2."""
+    if w.get("state") == "awaiting":
+        return f"待签发 awaiting {w.get('approvals', 0)}/{w.get('needed', 0)}"
+    if w.get("state") == "rejected":
+        return "已驳回 rejected"
+    return str(w.get("state"))
 
 
 def grid_text(summary: dict) -> str:
@@ -98,7 +103,11 @@ class Display:
         self._last_plain = now
         parts = [clock(snap.sim_seconds) + ("  warnd DOWN" if snap.down else "")]
         for w in snap.warnings:
-            parts.append(f"{w['name']} #{w['id']} {w['level']} {w['state']}: {channel_text(w['channels'])} | "
+            if w.get("state") == "awaiting":
+                parts.append(f"{w['name']} #{w['id']} {w['level']} {state_text(w)}: nothing is sent before "
+                             "approval / 签发前不发送")
+                continue
+            parts.append(f"{w['name']} #{w['id']} {w['level']} {state_text(w)}: {channel_text(w['channels'])} | "
                          f"grids {grid_text(w['summary'])} | rungs {w['rungs']}")
         if snap.walking or snap.marked:
             parts.append(f"door to door: {snap.walking} walking, {snap.marked} households marked")
@@ -114,7 +123,7 @@ class Display:
             table.add_column(title, overflow="fold")
         for w in snap.warnings:
             table.add_row(f"{w['name']} #{w['id']}", Text(str(w["level"]), style=LEVEL_STYLE.get(w["level"], "")),
-                          f"{w['msg_type']} {w['state']}", "\n".join(channel_text(w["channels"]).split("  ")),
+                          f"{w['msg_type']} {state_text(w)}", "\n".join(channel_text(w["channels"]).split("  ")),
                           grid_text(w["summary"]), str(w["rungs"]), str(w["lists"]))
         o = snap.outside
         foot = Text(f"outside: {o.get('sms', 0)} SMS, {o.get('calls', 0)} calls, {o.get('replies', 0)} replies, "

@@ -16,8 +16,15 @@ behaviour loses acks; `agree` = neither. Deliveries still pending or sending at
 the end are lost too, except a retry scheduled after the end; those, and sent or
 uncertain ones, are listed as unsettled.
 
-Verdict: ok unless something was lost, or a grid of a chain's final version
-(the newest that is not a Cancel) ended neither confirmed nor covered.
+Approval (制作 → 审核 → 签发 → 发布): per warning, when it was submitted, each
+approval or rejection (who, when), when it was published, when its first send
+left, and the approval delay (published − submitted). A held warning reaches
+nobody, so every send and coverage time counts from its publication, not from
+its submission (warnd's own coverage summary counts from submission).
+
+Verdict: ok unless something was lost, a grid of a chain's final version (the
+newest that is neither a Cancel nor rejected) ended neither confirmed nor covered,
+or that version was never published (still awaiting approval at the end).
 """
 from __future__ import annotations
 
@@ -26,6 +33,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+
+from warnd.domain.coverage import GridState, summary
 
 CALLBACK_ID = re.compile(r"[?&]d=([0-9]+)\.")
 MESSAGE_ID = re.compile(r"^msg_warnd_([0-9]+)$")
@@ -51,6 +60,7 @@ class Facts:
     events: list[dict] = field(default_factory=list)
     walks: list[dict] = field(default_factory=list)
     silent_speakers: list[str] = field(default_factory=list)
+    approvers: dict[str, str] = field(default_factory=dict)  # account → the name the scenario gave
 
 
 def _id(pattern: re.Pattern, text: str | None) -> int | None:
@@ -147,6 +157,33 @@ def _grid(g: dict, since: datetime) -> dict:
                 "marked": door["marked"], "completed_at_seconds": _seconds(door.get("completed_at"), since)}}
 
 
+def _approval(w: dict, sim_start: datetime, names: dict[str, str]) -> dict:
+    """Submitted, each decision, published, first sent: simulated seconds from T+0; the delay between."""
+    submitted, published = _seconds(w["created_at"], sim_start), _seconds(w.get("published_at"), sim_start)
+    return {"needed": w.get("approvals_needed") or 0, "submitted_at_seconds": submitted,
+            "decisions": [{"by": names.get(a["approver"], a["approver"]), "account": a["approver"],
+                           "decision": a["decision"], "at_seconds": _seconds(a["at"], sim_start),
+                           **({"reason": a["reason"]} if a.get("reason") else {})} for a in w.get("approvals", [])],
+            "published_at_seconds": published,
+            "first_sent_at_seconds": _seconds(w.get("first_sent_at"), sim_start),
+            "delay_seconds": None if published is None else round(published - submitted, 1),
+            "rejected_reason": w.get("rejected_reason")}
+
+
+def _from_publication(coverage: dict, since: datetime) -> dict | None:
+    """warnd's coverage summary with the 50/90/100 % times counted from `since` (the publication)."""
+    if not coverage.get("summary"):
+        return coverage.get("summary")
+    states = [GridState(g["grid"], g["state"], _moment(g.get("confirmed_at") or g.get("covered_at")))
+              for g in coverage.get("grids", [])]
+    times = {k: v for k, v in summary(states, since).items() if k.endswith("_seconds")}
+    return {**coverage["summary"], **{k: None if v is None else round(v, 1) for k, v in times.items()}}
+
+
+def _moment(at: str | None) -> datetime | None:
+    return datetime.fromisoformat(at) if at else None
+
+
 def _timing(w: dict, planned: list[int], coverage: dict, since: datetime) -> dict:
     rows = w.get("deliveries", [])
     moments = [d.get("sent_at") or d.get("done_at") for d in rows
@@ -158,10 +195,10 @@ def _timing(w: dict, planned: list[int], coverage: dict, since: datetime) -> dic
     if first_wave and not any(d["state"] in STUCK for d in first_wave):
         done = [d.get("sent_at") or d.get("done_at") for d in first_wave]
         all_sent = max((_seconds(m, since) for m in done if m), default=None)
-    summary = coverage.get("summary", {})
+    reached = coverage or {}
     return {"first_send_seconds": min((_seconds(m, since) for m in moments), default=None),
             "all_sent_seconds": all_sent,
-            **{f"coverage_{p}_seconds": summary.get(f"p{p}_seconds") for p in (50, 90, 100)}}
+            **{f"coverage_{p}_seconds": reached.get(f"p{p}_seconds") for p in (50, 90, 100)}}
 
 
 def build(f: Facts) -> dict:
@@ -171,11 +208,13 @@ def build(f: Facts) -> dict:
     sim_start = datetime.fromisoformat(f.run["sim_start"])
     real_start, speed = f.run.get("real_start", 0.0), f.scenario.get("speed", 1.0)
     ended_at = sim_start + timedelta(seconds=f.run["simulated_seconds"])  # a retry due later is not stuck
-    warnings, lost, unsettled, unreached = [], [], [], []
+    warnings, lost, unsettled, unreached, unpublished = [], [], [], [], []
     totals: dict[str, dict[str, int]] = {}
     for item in f.warnings:
         w, coverage = item["warning"], item["coverage"] or {}
-        created = datetime.fromisoformat(w["created_at"])
+        # sends and coverage count from publication: a warning held for approval reaches nobody
+        created = datetime.fromisoformat(w.get("published_at") or w["created_at"])
+        reached = _from_publication(coverage, created)
         rows = w.get("deliveries", [])
         channels = {}
         for channel in sorted({d["channel"] for d in rows}):
@@ -200,6 +239,9 @@ def build(f: Facts) -> dict:
                 unsettled.append({"warning": item["name"], "delivery_id": d["id"], "channel": d["channel"],
                                   "recipient": d["recipient_id"], "state": d["state"], "last_code": d.get("last_code")})
         grids = [_grid(g, created) for g in coverage.get("grids", [])]
+        if item["final"] and w["state"] == "awaiting":
+            unpublished.append({"warning": item["name"], "id": w["id"], "approvals": len(w.get("approvals", [])),
+                                "needed": w.get("approvals_needed")})
         if item["final"]:
             unreached += [{"warning": item["name"], "grid": g["grid"], "state": g["state"]}
                           for g in grids if g["state"] not in REACHED]
@@ -209,8 +251,9 @@ def build(f: Facts) -> dict:
             "msg_type": w["msg_type"], "level": w.get("level"), "state": w["state"], "department": item["department"],
             "identifier": w.get("identifier"), "issued_at_seconds": item["issued_at_seconds"],
             "expires": w.get("expires"), "judged": item["final"],
-            "channels": channels, "timing": _timing(w, item["planned"], coverage, created),
-            "coverage": coverage.get("summary"),
+            "approval": _approval(w, sim_start, f.approvers),
+            "channels": channels, "timing": _timing(w, item["planned"], reached, created),
+            "coverage": reached,
             "door_to_door": {"lists": len(lists), "completed": sum(1 for cl in lists if cl.get("completed_at")),
                              "households": sum(cl.get("total", 0) for cl in lists),
                              "marked": sum(cl.get("marked", 0) for cl in lists)},
@@ -225,6 +268,8 @@ def build(f: Facts) -> dict:
         reasons.append(f"{len(lost)} deliveries lost")
     if unreached:
         reasons.append(f"{len(unreached)} grids neither confirmed nor covered")
+    if unpublished:
+        reasons.append(f"{len(unpublished)} warnings never published (still awaiting approval)")
     return {
         "scenario": f.scenario,
         "run": {k: v for k, v in f.run.items() if k not in ("read_at", "real_start")},
@@ -237,24 +282,47 @@ def build(f: Facts) -> dict:
         "lost": lost,
         "unsettled": unsettled,
         "unreached_grids": unreached,
+        "unpublished": unpublished,
         "inside_outside_agree": agree,
         "disagreements": disagreements,  # received outside, not recorded as delivered inside
-        "verdict": {"ok": not lost and not unreached, "reasons": reasons},
+        "verdict": {"ok": not lost and not unreached and not unpublished, "reasons": reasons},
         "simulated_from": sim_start.isoformat(),
     }
 
 
+def approval_line(w: dict) -> str | None:
+    """One warning's way through approval, in simulated time; None if it needed none."""
+    a = w["approval"]
+    if not a["needed"] and not a["decisions"]:
+        return None
+    parts = [f"{w['name']} (warning {w['id']}, {w['level']}): submitted 提交 {clock(a['submitted_at_seconds'])}"]
+    for d in a["decisions"]:
+        verb = "签发" if d["decision"] == "approved" else "驳回 rejected"
+        parts.append(f"{d['by']} {verb} {clock(d['at_seconds'])}" + (f" ({d['reason']})" if d.get("reason") else ""))
+    if a["published_at_seconds"] is not None:
+        parts.append(f"published 发布 {clock(a['published_at_seconds'])} "
+                     f"(approval took 审批用时 {_fmt(a['delay_seconds'])})")
+        parts.append(f"first sent 首发 {clock(a['first_sent_at_seconds'])}" if a["first_sent_at_seconds"] is not None
+                     else "nothing sent 未发送")
+    elif w["state"] == "awaiting":
+        approved = sum(1 for d in a["decisions"] if d["decision"] == "approved")
+        parts.append(f"never published: still awaiting approval 仍待签发 {approved}/{a['needed']}")
+    else:
+        parts.append("never published 未发布")
+    return " · ".join(parts)
+
+
 def coverage_lines(result: dict) -> list[str]:
-    """The closing summary, one line per judged warning, plus the verdict."""
-    lines = []
+    """The closing summary: each warning's approval, one line per judged warning, plus the verdict."""
+    lines = [line for w in result["warnings"] if (line := approval_line(w))]
     for w in result["warnings"]:
-        if not w["judged"] or not w["coverage"]:
+        if not w["judged"] or not w["coverage"] or w["approval"]["published_at_seconds"] is None:
             continue
         c, t = w["coverage"], w["timing"]
         lines.append(f"{w['name']} (warning {w['id']}, {w['level']}, {w['state']}): {c['grids']} grids — "
                      f"{c['confirmed']} confirmed, {c['covered']} covered door to door, {c['open']} open, "
                      f"{c['closed']} closed; 50/90/100 % at {_fmt(t['coverage_50_seconds'])} / "
-                     f"{_fmt(t['coverage_90_seconds'])} / {_fmt(t['coverage_100_seconds'])}")
+                     f"{_fmt(t['coverage_90_seconds'])} / {_fmt(t['coverage_100_seconds'])} after publication")
     totals = ", ".join(f"{c} {v.get('inside_delivered', 0)}/{v.get('outside_delivered', 0)}"
                        for c, v in sorted(result["totals"].items()))
     lines.append(f"delivered inside/outside: {totals}; inside and outside "
@@ -263,6 +331,14 @@ def coverage_lines(result: dict) -> list[str]:
     lines.append("verdict: OK — nothing lost, every grid confirmed or covered" if v["ok"]
                  else "verdict: FAILED — " + "; ".join(v["reasons"]))
     return lines
+
+
+def clock(seconds: float | None) -> str:
+    """Simulated seconds from the start → T+00:03:00."""
+    if seconds is None:
+        return "—"
+    s = int(abs(seconds))
+    return f"T{'-' if seconds < 0 else '+'}{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def _fmt(seconds: Any) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import logging
 import secrets
 import shutil
@@ -35,15 +36,15 @@ import aiohttp
 import yaml
 
 from warnd.clock import ScaledClock, SystemClock
-from warnd.config import load_config
-from warnd.domain.authority import Role, Scope
+from warnd.config import AccountsConfig, load_config
+from warnd.domain.authority import Role, Scope, admin_scope
 from warnd.domain.errors import WarndError
 from warnd.domain.model import Alert, Level, MsgType
 from warnd.ingest.capxml import alert_to_xml
 from warnd.simulate import cap, report
 from warnd.simulate.child import Child, ChildFailed
 from warnd.simulate.progress import Display, Snapshot
-from warnd.simulate.scenario import Scenario, ScenarioError, Step
+from warnd.simulate.scenario import Decision, Scenario, ScenarioError, Step, misfit
 from warnd.simulate.visitors import Visitors
 from warnd.simulate.world import World
 
@@ -83,12 +84,22 @@ class Issued:
     at: float  # simulated seconds from the start
     chain: str  # the name of the chain's first step
     planned: list[int] = field(default_factory=list)  # delivery ids written by its plan
+    previous: str | None = None  # the step it updates or cancels (the chain's newest when it was issued)
+    awaiting: bool = False  # held by warnd for approval (待签发)
+    rejected: bool = False
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _took(w: dict) -> str:
+    """Submitted → published, by warnd's own (simulated) clock: M:SS."""
+    s = int(round((datetime.fromisoformat(w["published_at"]) - datetime.fromisoformat(w["created_at"]))
+                  .total_seconds()))
+    return f"{s // 60}:{s % 60:02d}"
 
 
 def merged(base: dict, overrides: dict) -> dict:
@@ -109,7 +120,8 @@ class Simulation:
         self.latest: dict[str, str] = {}  # chain → name of its newest step
         self.events: list[dict] = []
         self.crash_facts: dict | None = None
-        self.tokens: dict[str, str] = {}
+        self.tokens: dict[str, str] = {}  # department (and OBSERVER) → its API token
+        self.approvers: dict[str, tuple[str, str]] = {}  # approver's name → (account, personal token)
         self.last_poll: dict[int, dict] = {}  # warning id → {"warning":…, "coverage":…}
         self.timeline_done = False
         self.crash_done = scenario.crash is None
@@ -117,6 +129,7 @@ class Simulation:
         self._polls = 0
         self.issued_until = float("-inf")  # the time of the newest timeline entry issued
         self.progressed = asyncio.Event()
+        self.tasks: list[asyncio.Task] = []  # the timeline, the crash, and each entry's approvals
 
     # -- the whole run --
 
@@ -156,10 +169,10 @@ class Simulation:
         config_path = self.workdir / "warnd.yaml"
         config_path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
         try:
-            load_config(config_path)
+            loaded = load_config(config_path)
         except WarndError as err:
             raise ScenarioError(sc.source, [(f"config.{p.field}", p.detail_en) for p in err.problems]) from None
-        await self._prepare_database(db_url)
+        await self._prepare_database(db_url, loaded.accounts)
         # T+0 is a moment just ahead: warnd starts before it, so the timeline starts on time.
         self.sim_start = (datetime.now(timezone.utc) + timedelta(seconds=STARTUP_SECONDS)).replace(microsecond=0)
         self.clock = ScaledClock(self.speed, self.sim_start.timestamp(), self.sim_start)
@@ -173,7 +186,8 @@ class Simulation:
             self.visitors = Visitors(self.session, self.sleep_sim, self.now, self.child.ready,
                                      d.visit_after, d.start_after, d.mark)
             self._stops.append(self.visitors.stop)
-        tasks = [asyncio.create_task(self._timeline(), name="timeline")]
+        tasks = self.tasks
+        tasks.append(asyncio.create_task(self._timeline(), name="timeline"))
         if sc.crash is not None:
             tasks.append(asyncio.create_task(self._crash(), name="crash"))
         try:
@@ -230,12 +244,14 @@ class Simulation:
         departments = set(approval.get("green_channel") or ()) | {s.department for s in self.scenario.timeline}
         return {**approval, "green_channel": sorted(departments)}
 
-    async def _prepare_database(self, db_url: str) -> None:
-        """Schema, directory and tokens, through warnd's own stores (what `warnd directory import` does)."""
+    async def _prepare_database(self, db_url: str, accounts: AccountsConfig) -> None:
+        """Schema, directory, tokens and approvers, through warnd's own stores (what `warnd directory
+        import`, `warnd token create` and `warnd user create` do)."""
         from warnd.store.database import Database
         from warnd.store.directory import DirectoryStore
         from warnd.store.migrate import upgrade
         from warnd.store.tokens import TokenStore
+        from warnd.store.users import UserStore
         sc = self.scenario
         await asyncio.to_thread(upgrade, db_url)
         data = replace(sc.directory, subscribers=tuple(replace(s, url=self.world.subscriber_url(s.id))
@@ -250,6 +266,14 @@ class Simulation:
                     actor="simulation")
             self.tokens[OBSERVER] = await tokens.create(Scope(OBSERVER, ("*",), ("*",), Level.RED, Role.ADMIN, ("*",)),
                                                         actor="simulation")
+            users = UserStore(database, SystemClock(), accounts)
+            for i, name in enumerate(sc.approvers, 1):
+                account = f"approver{i}"  # names are ASCII; the scenario's name is the display name
+                department = next(s.department for s in sc.timeline if any(d.by == name for d in s.decisions))
+                await users.create(account, Role.APPROVER, department, secrets.token_urlsafe(18),
+                                   display_name=name, actor="simulation")
+                self.approvers[name] = (account, await tokens.create(admin_scope("simulation"), actor="simulation",
+                                                                     user_name=account))
         finally:
             await database.close()
 
@@ -369,14 +393,77 @@ class Simulation:
                                       wait=True)
         if status not in (200, 201):
             raise SimulationFailed(f"{step.where} ({step.action} {step.name}): warnd answered {status}: {body}")
-        wid = body["warning"]["id"]
-        issued = Issued(step, wid, alert, self.now(), chain)
-        full = await self.get(f"/api/v1/warnings/{wid}?deliveries={ALL_DELIVERIES}", wait=True)
-        issued.planned = [d["id"] for d in full.get("deliveries", [])]
+        w = body["warning"]
+        wid, level = w["id"], w.get("level")
+        issued = Issued(step, wid, alert, self.now(), chain, previous=self.latest.get(chain) if step.target else None,
+                        awaiting=w.get("state") == "awaiting")
+        problem = misfit(step, int(w.get("approvals_needed") or 0), str(level))
+        if problem:  # the scenario's check before the run saw it otherwise: say what warnd decided
+            where, why = problem
+            raise ScenarioError(self.scenario.source, [(where, f"warnd holds warning {wid} for "
+                                                               f"{w.get('approvals_needed') or 0} approvals: {why}")])
         self.issued[step.name] = issued
         self.latest[chain] = step.name
-        level = body["warning"].get("level")
+        if issued.awaiting:
+            n = w["approvals_needed"]
+            self.event(f"{step.action} {step.name}: warning {wid} ({level}) submitted, awaiting {n} "
+                       f"approval{'' if n == 1 else 's'} / 待签发 0/{n}")
+            self.tasks.append(asyncio.create_task(self._decide(issued), name=f"approve {step.name}"))
+            return
+        await self._planned(issued)
         self.event(f"{step.action} {step.name}: warning {wid} ({level}, {len(issued.planned)} deliveries planned)")
+
+    async def _planned(self, issued: Issued) -> dict:
+        """The first wave: the deliveries its publication planned (judged by `all_sent_seconds`)."""
+        full = await self.get(f"/api/v1/warnings/{issued.warning_id}?deliveries={ALL_DELIVERIES}", wait=True)
+        issued.planned = [d["id"] for d in full.get("deliveries", [])]
+        return full
+
+    # -- approvals --
+
+    async def _decide(self, issued: Issued) -> None:
+        """The entry's approvers, each at their moment after its issue: 签发 …, then 驳回 if any."""
+        step = issued.step
+        for decision in step.decisions:
+            await self.until_sim(issued.at + decision.after)
+            answer = await self._decision(issued, decision)
+            name = self.approvers[decision.by][0]
+            if decision.reject:
+                issued.awaiting, issued.rejected = False, True
+                if self.latest.get(issued.chain) == step.name and issued.previous:
+                    self.latest[issued.chain] = issued.previous  # later entries change what was published
+                self.event(f"reject {step.name}: {decision.by} ({name}) rejected warning {issued.warning_id}: "
+                           f"{decision.reason} / 驳回")
+            elif answer["published"]:
+                issued.awaiting = False
+                w = await self._planned(issued)
+                self.event(f"approve {step.name}: {decision.by} ({name}) {answer['approvals']}/{answer['needed']}; "
+                           f"warning {issued.warning_id} published {_took(w)} after submission, "
+                           f"{len(issued.planned)} deliveries planned / 已签发，发布")
+            else:
+                self.event(f"approve {step.name}: {decision.by} ({name}) {answer['approvals']}/{answer['needed']} "
+                           f"/ 待签发 {answer['approvals']}/{answer['needed']}")
+        self.progressed.set()
+
+    async def _decision(self, issued: Issued, decision: Decision) -> dict:
+        """POST approve or reject as the approver; what warnd answered ({state, approvals, needed, published})."""
+        wid = issued.warning_id
+        account, token = self.approvers[decision.by]
+        verb = "reject" if decision.reject else "approve"
+        body = json.dumps({"reason": decision.reason}, ensure_ascii=False).encode() if decision.reject else None
+        status, answer = await self.api("POST", f"/api/v1/warnings/{wid}/{verb}", body=body, token=token, wait=True,
+                                        content_type="application/json" if body else None)
+        if status == 409 and (answer or {}).get("code") == "approval.already_approved":
+            # warnd took it but its answer was lost (a crash mid-request): read what it recorded
+            w = await self.get(f"/api/v1/warnings/{wid}?deliveries=0", wait=True)
+            done = sum(1 for a in w.get("approvals", []) if a["decision"] == "approved")
+            return {"warning_id": wid, "state": w["state"], "approvals": done, "needed": w["approvals_needed"],
+                    "published": w["state"] in ("active", "expired", "cancelled")}
+        if status != 200:
+            raise SimulationFailed(f"{decision.where} ({verb} {issued.step.name} as {decision.by}, {account}): "
+                                   f"warnd answered {status}: {answer}")
+        return answer
+
 
     def event(self, text: str) -> None:
         self.events.append({"at_seconds": round(self.now(), 1), "event": text})
@@ -444,7 +531,7 @@ class Simulation:
                         return "end.at"
                 elif now >= sc.end_max:
                     return "end.max"
-                elif self.timeline_done and self.crash_done and self._chains_done():
+                elif self.timeline_done and self.crash_done and self._decided() and self._chains_done():
                     settle_from = now if settle_from is None else settle_from
                     if self._quiet():
                         return "settled"
@@ -464,9 +551,9 @@ class Simulation:
                 wid = issued.warning_id
                 w = await self.get(f"/api/v1/warnings/{wid}?deliveries=0")
                 before = self.last_poll.get(wid)
-                ended = before is not None and before["warning"]["state"] != "active" \
-                    and w["state"] == before["warning"]["state"]  # an ended warning's grids no longer change
-                if before is None or (not ended and self._polls % COVERAGE_EVERY == 0):
+                changed = before is None or w["state"] != before["warning"]["state"]  # e.g. just published
+                ended = not changed and w["state"] != "active"  # an ended or held warning's grids do not change
+                if changed or (not ended and self._polls % COVERAGE_EVERY == 0):
                     c = await self.get(f"/api/v1/warnings/{wid}/coverage")
                 else:
                     c = before["coverage"]
@@ -476,11 +563,15 @@ class Simulation:
             return
         self.display.update(self._snapshot(down=False))
 
+    def _decided(self) -> bool:
+        """Every approval and rejection the timeline names has been given."""
+        return all(t.done() for t in self.tasks if t.get_name().startswith("approve "))
+
     def _final_versions(self) -> dict[str, Issued]:
-        """Each chain's newest version that is not a Cancel: the one whose grids are judged."""
+        """Each chain's newest version that is neither a Cancel nor rejected: the one whose grids are judged."""
         out: dict[str, Issued] = {}
         for issued in self.issued.values():
-            if issued.step.action != "cancel":
+            if issued.step.action != "cancel" and not issued.rejected:
                 out[issued.chain] = issued
         return out
 
@@ -509,6 +600,8 @@ class Simulation:
             w, c = polled["warning"], polled["coverage"]
             rows.append({"name": issued.step.name, "id": issued.warning_id, "level": w.get("level"),
                          "msg_type": w.get("msg_type"), "state": w.get("state"),
+                         "approvals": sum(1 for a in w.get("approvals", []) if a["decision"] == "approved"),
+                         "needed": w.get("approvals_needed") or 0,
                          "channels": w.get("deliveries_by_channel", {}), "summary": c.get("summary", {}),
                          "rungs": sum(g.get("rungs_fired", 0) for g in c.get("grids", [])),
                          "lists": sum(1 for g in c.get("grids", []) if g.get("door_to_door"))})
@@ -544,7 +637,8 @@ class Simulation:
             run={"api": self.base, "sim_start": self.sim_start.isoformat(), "ended_because": ended,
                  "simulated_seconds": round(self.now(), 1), "real_seconds": round(time.time() - real_started, 1),
                  "warnd_lives": self.child.lives, "read_at": self.read_at, "real_start": self.clock.real_start},
-            warnings=inside, crash=self.crash_facts, events=self.events, walks=walks, **self.world.facts())
+            warnings=inside, crash=self.crash_facts, events=self.events, walks=walks,
+            approvers={account: name for name, (account, _) in self.approvers.items()}, **self.world.facts())
 
 
 async def simulate(scenario: Scenario, options: Options, display: Display) -> dict:

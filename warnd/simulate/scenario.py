@@ -33,6 +33,7 @@ from warnd.sim.speakers import Behaviour as SpeakerBehaviour
 from warnd.sim.twilio_behaviour import Behaviour as PhoneBehaviour
 from warnd.sim.twilio_behaviour import Faults, Reply
 from warnd.simulate import cap
+from warnd.simulate.cap import LEVEL_ZH
 
 DEFAULT_SPEED = 10.0
 DEFAULT_DEPARTMENT = "县气象局"
@@ -470,26 +471,9 @@ class _Resolver:
         if level is None:
             return step
         needed = config.approval.needed(step.department, level, step.action == "cancel")
-        kind = "cancel" if step.action == "cancel" else f"{level.label} {step.action}"
-        what = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} of {step.department}"
-        n, named = needed, len(step.approve)
-        if n == 0 and step.decisions:
-            self.fail(f"{step.where}.{'approve' if step.approve else 'reject'}",
-                      f"{what} needs no approval under config.approval: it is published when submitted; "
-                      "remove approve/reject / 该预警无需签发，提交即发布")
-        elif n and not step.decisions:
-            self.fail(step.where, f"{what} needs {_approvals(n)} under config.approval and names none: add "
-                      f"approve: [{{by: NAME, after: TIME}}, …] / 该{level.zh}预警需 {n} 人签发，未指定签发人")
-        elif step.reject is None and named < n:
-            self.fail(f"{step.where}.approve", f"{what} needs {_approvals(n)} under config.approval; {named} "
-                      f"named / 需 {n} 人签发，只指定了 {named} 人")
-        elif step.reject is None and named > n:
-            self.fail(step.approve[n].where, f"{what} is published by its approval number {n} "
-                      f"({step.approve[n - 1].by}); this one would find nothing to approve / "
-                      f"第 {n} 人签发后即发布，无需再签发")
-        elif step.reject is not None and named >= n:
-            self.fail(step.reject.where, f"{what} is published by its approval number {n} "
-                      f"({step.approve[n - 1].by}) before this rejection / 签发后已发布，不能再驳回")
+        problem = misfit(step, needed, level.label)
+        if problem:
+            self.fail(*problem)
         return replace(step, needed=needed)
 
     def level(self, step: Step, config: Config) -> Level | None:
@@ -521,6 +505,33 @@ class _Resolver:
                 self.fail(f"{where}.template", f"unknown template {source.template!r}; templates are "
                           f"{', '.join(sorted(cap.EVENTS))}, optionally prefixed by a level (red-rainstorm)")
         return source
+
+
+def misfit(step: Step, needed: int, level: str) -> tuple[str, str] | None:
+    """(where, why) the decisions a step names cannot happen as written when warnd wants
+    `needed` approvals for it; None when they fit. Used before the run and, as a last
+    check, when warnd has answered the submission."""
+    kind = "cancel" if step.action == "cancel" else f"{level} {step.action}"
+    rule = "config.approval (by default red needs 2, orange 1, a cancel none)"
+    what = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} of {step.department}"
+    n, named, zh = needed, len(step.approve), LEVEL_ZH.get(level, "")
+    if n == 0 and step.decisions:
+        return (f"{step.where}.{'approve' if step.approve else 'reject'}",
+                f"{what} needs no approval under config.approval: it is published when submitted; "
+                "remove approve/reject / 该预警无需签发，提交即发布")
+    if n and not step.decisions:
+        return (step.where, f"{what} needs {_approvals(n)} under {rule} and names none: add "
+                f"approve: [{{by: NAME, after: TIME}}, …] / 该{zh}预警需 {n} 人签发，未指定签发人")
+    if step.reject is None and named < n:
+        return (f"{step.where}.approve", f"{what} needs {_approvals(n)} under {rule}; {named} named / "
+                f"需 {n} 人签发，只指定了 {named} 人")
+    if step.reject is None and named > n:
+        return (step.approve[n].where, f"{what} is published by its approval number {n} "
+                f"({step.approve[n - 1].by}); this one would find nothing to approve / 第 {n} 人签发后即发布，无需再签发")
+    if step.reject is not None and named >= n:
+        return (step.reject.where, f"{what} is published by its approval number {n} ({step.approve[n - 1].by}) "
+                "before this rejection / 签发后已发布，不能再驳回")
+    return None
 
 
 def _approvals(n: int) -> str:

@@ -4,8 +4,10 @@ Each entry's hash covers its content and the previous entry's hash, so any
 edit or deletion breaks the chain from that point on (`check`). Appends are
 serialised: SQLite write transactions already are; on PostgreSQL an advisory
 transaction lock keeps two nodes from forking the chain. Callers append in
-the transaction of the change an entry records, as its last statement: the
-lock is then held only until that commit, and never while waiting for rows.
+the transaction of the change an entry records, as its last statement, so the
+lock is never held while waiting for a row lock. (In a group commit the works
+after it in the group still follow; should two nodes' groups meet in a
+deadlock, PostgreSQL ends one and only that work's caller gets the error.)
 
 The database itself refuses to change the log: triggers abort every UPDATE and
 DELETE (and TRUNCATE on PostgreSQL). `metadata.create_all` creates them with

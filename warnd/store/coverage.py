@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from warnd.domain.coverage import GridState, summary
 from warnd.store.database import Database
-from warnd.store.schema import call_list_items, call_lists, confirmations, rungs, warnings
+from warnd.store.schema import call_list_items, call_lists, confirmations, deliveries, rungs, warnings
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -21,10 +21,15 @@ class CoverageStore:
     async def report(self, warning_id: int) -> dict | None:
         c, r, cl, ci = confirmations.c, rungs.c, call_lists.c, call_list_items.c
         async with self.db.read() as conn:
-            accepted = (await conn.execute(sa.select(warnings.c.created_at)
-                                           .where(warnings.c.id == warning_id))).scalar()
-            if accepted is None:
+            w, d = warnings.c, deliveries.c
+            head = (await conn.execute(sa.select(w.created_at, w.approved_at, w.published_at, w.approvals_needed)
+                                       .where(w.id == warning_id))).first()
+            if head is None:
                 return None
+            # The clock starts when the warning was published: before that it reached nobody.
+            accepted = head.published_at or head.created_at
+            first_sent = (await conn.execute(sa.select(sa.func.min(d.sent_at))
+                                             .where(d.warning_id == warning_id))).scalar()
             reqs = (await conn.execute(sa.select(confirmations).where(c.warning_id == warning_id)
                                        .order_by(c.grid))).all()
             ladder: dict[int, list[dict]] = {}
@@ -45,7 +50,12 @@ class CoverageStore:
                                                  "completed_at": _iso(row.completed_at)}
         grids = [self._grid(q, ladder.get(q.id, []), progress.get(q.id)) for q in reqs]
         states = [GridState(q.grid, q.state, q.confirmed_at or q.covered_at) for q in reqs]
-        return {"warning_id": warning_id, "summary": summary(states, accepted), "grids": grids}
+        release = {"submitted_at": _iso(head.created_at), "approvals_needed": head.approvals_needed,
+                   "approved_at": _iso(head.approved_at), "published_at": _iso(head.published_at),
+                   "first_sent_at": _iso(first_sent),
+                   "approval_seconds": (head.published_at - head.created_at).total_seconds()
+                   if head.published_at else None}
+        return {"warning_id": warning_id, "release": release, "summary": summary(states, accepted), "grids": grids}
 
     @staticmethod
     def _grid(q, ladder: list[dict], door: dict | None) -> dict:  # noqa: ANN001 - a Row
