@@ -244,6 +244,9 @@ async def test_idle_and_maximum_session_lifetimes(console, clock):
         assert (await _whoami(client))[0] == 200
     clock.advance(20 * 60)  # 12 h after the login
     assert (await _whoami(client))[0] == 401
+    await _login(client, "zhang")  # one live session left; the two that ended are forgotten
+    assert await node.users.purge_sessions() == 2
+    assert (await _whoami(client))[0] == 200
 
 
 async def test_logout_ends_the_session_and_needs_csrf(console):

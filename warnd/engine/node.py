@@ -90,6 +90,7 @@ class Node:
         for job, seconds in ((self.recover, sweeps.recover_seconds), (self.expire, sweeps.expire_seconds),
                              (self.escalate, sweeps.escalate_seconds), (self.refresh_metrics, 5.0),
                              (self.reconcile, sweeps.reconcile_seconds), (self.remind_approvals, 30.0),
+                             (self.users.purge_sessions, 3600.0),
                              *(((self.watch_speakers, sweeps.speaker_seconds),) if "speaker" in self.channels else ())):
             self.sweeps.every(seconds, job)
         self.started = True

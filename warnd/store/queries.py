@@ -19,6 +19,11 @@ def _jsonable(row: dict) -> dict:
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
 
 
+def record_json(record: object) -> dict:
+    """A flat dataclass for the API: times as ISO 8601, tuples as lists."""
+    return _jsonable({k: list(v) if isinstance(v, tuple) else v for k, v in record.__dict__.items()})
+
+
 def _warning_dict(row) -> dict:  # noqa: ANN001 - a Row
     out = _jsonable({k: row._mapping[k] for k in WARNING_FIELDS})
     level = Level(row.level)

@@ -23,6 +23,7 @@ from warnd.domain.errors import WarndError, error
 from warnd.domain.model import Level
 from warnd.store import audit
 from warnd.store.database import Database
+from warnd.store.queries import record_json
 from warnd.store.schema import tokens, users
 
 PREFIX = "wdt_"
@@ -30,6 +31,7 @@ TOUCH_EVERY = timedelta(seconds=60)  # last_used_at is written at most this ofte
 
 
 def token_hash(token: str) -> str:
+    """What is stored of a random secret (a token, a session id): its SHA-256."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -53,12 +55,7 @@ class TokenInfo:
     revoked_at: datetime | None
 
     def json(self) -> dict:
-        out = dict(self.__dict__)
-        for key in ("created_at", "expires_at", "last_used_at", "revoked_at"):
-            out[key] = out[key].isoformat() if out[key] else None
-        for key in ("senders", "events", "regions"):
-            out[key] = list(out[key])
-        return out
+        return record_json(self)
 
 
 def scope_of_row(row, actor: str) -> Scope:  # noqa: ANN001 - a tokens or users row

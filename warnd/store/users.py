@@ -13,7 +13,6 @@ account ends it on every node at once.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import re
 import secrets
@@ -34,16 +33,13 @@ from warnd.domain.model import Level
 from warnd.store import audit
 from warnd.store.database import Database
 from warnd.store.schema import sessions, users
-from warnd.store.tokens import TokenStore, scope_of_row
+from warnd.store.queries import record_json
+from warnd.store.tokens import TokenStore, scope_of_row, token_hash
 
 NAME = re.compile(r"[a-z0-9._-]{2,64}")
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024  # argon2 takes any length; this only bounds what a request can make us hash
 TOUCH_EVERY = timedelta(seconds=60)  # last_seen_at is written at most this often per session
-
-
-def session_hash(session_id: str) -> str:
-    return hashlib.sha256(session_id.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -66,12 +62,7 @@ class UserInfo:
     disabled_at: datetime | None
 
     def json(self) -> dict:
-        out = dict(self.__dict__)
-        for key in ("locked_until", "last_login_at", "created_at", "disabled_at"):
-            out[key] = out[key].isoformat() if out[key] else None
-        for key in ("senders", "events", "regions"):
-            out[key] = list(out[key])
-        return out
+        return record_json(self)
 
 
 def _info(row) -> UserInfo:  # noqa: ANN001 - a users row
@@ -316,7 +307,7 @@ class UserStore:
         session_id, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         now = self.clock.now()
         async with self.db.write() as conn:
-            await conn.execute(sa.insert(sessions).values(id_hash=session_hash(session_id), user_name=name,
+            await conn.execute(sa.insert(sessions).values(id_hash=token_hash(session_id), user_name=name,
                                                           csrf=csrf, created_at=now, last_seen_at=now))
         return session_id, csrf
 
@@ -330,7 +321,7 @@ class UserStore:
         s = sessions.c
         q = (sa.select(s.id_hash, s.csrf, s.last_seen_at, s.created_at.label("started_at"), users)
              .select_from(sessions.join(users, users.c.name == s.user_name))
-             .where(s.id_hash == session_hash(session_id), s.ended_at.is_(None)))
+             .where(s.id_hash == token_hash(session_id), s.ended_at.is_(None)))
         async with self.db.read() as conn:
             row = (await conn.execute(q)).first()
         if row is None or row.disabled_at is not None:
@@ -349,13 +340,24 @@ class UserStore:
         now = self.clock.now()
         async with self.db.write() as conn:
             row = (await conn.execute(sa.select(sessions.c.user_name).where(
-                sessions.c.id_hash == session_hash(session_id), sessions.c.ended_at.is_(None)))).first()
+                sessions.c.id_hash == token_hash(session_id), sessions.c.ended_at.is_(None)))).first()
             if row is None:
                 return False
-            await conn.execute(sa.update(sessions).where(sessions.c.id_hash == session_hash(session_id))
+            await conn.execute(sa.update(sessions).where(sessions.c.id_hash == token_hash(session_id))
                                .values(ended_at=now))
             await audit.append(conn, self.db, now, actor, "user.logout", _subject(row.user_name), {})
         return True
+
+
+    async def purge_sessions(self) -> int:
+        """Forget sessions that can no longer be used (the audit log keeps the logins and logouts)."""
+        s = sessions.c
+        now = self.clock.now()
+        idle = now - timedelta(minutes=self.settings.idle_minutes)
+        async with self.db.write() as conn:
+            return (await conn.execute(sa.delete(sessions).where(sa.or_(
+                s.ended_at.is_not(None), s.last_seen_at <= idle,  # as `session` judges: at the limit it has ended
+                s.created_at <= now - timedelta(hours=self.settings.max_hours))))).rowcount
 
 
 async def _end_sessions(conn, name: str, now: datetime) -> int:  # noqa: ANN001 - an open write transaction

@@ -1,0 +1,1 @@
+"""The `warnd` subcommand groups, one module each; `warnd.cli` puts them together."""
