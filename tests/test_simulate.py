@@ -173,7 +173,7 @@ def test_a_red_warning_waits_for_its_second_approver_and_is_sent_only_then(tmp_p
     assert a["needed"] == 2 and [(d["by"], d["decision"]) for d in a["decisions"]] == [("王签发", "approved"),
                                                                                       ("李签发", "approved")]
     first, second = (d["at_seconds"] for d in a["decisions"])
-    assert a["submitted_at_seconds"] + 90 <= first and first + 40 <= second  # each at its time after the issue
+    assert first >= a["submitted_at_seconds"] + 90 and second >= a["submitted_at_seconds"] + 130  # after the issue
     assert a["first_sent_at_seconds"] >= a["published_at_seconds"] >= second
     assert a["delay_seconds"] == round(a["published_at_seconds"] - a["submitted_at_seconds"], 1) >= 130
     # every send, and the coverage, counts from publication: nothing before it

@@ -103,9 +103,8 @@ class Display:
         self._last_plain = now
         parts = [clock(snap.sim_seconds) + ("  warnd DOWN" if snap.down else "")]
         for w in snap.warnings:
-            if w.get("state") == "awaiting":
-                parts.append(f"{w['name']} #{w['id']} {w['level']} {state_text(w)}: nothing is sent before "
-                             "approval / 签发前不发送")
+            if w.get("state") in ("awaiting", "rejected"):
+                parts.append(f"{w['name']} #{w['id']} {w['level']} {state_text(w)}: nothing sent / 未发送")
                 continue
             parts.append(f"{w['name']} #{w['id']} {w['level']} {state_text(w)}: {channel_text(w['channels'])} | "
                          f"grids {grid_text(w['summary'])} | rungs {w['rungs']}")

@@ -20,7 +20,7 @@ Approval (制作 → 审核 → 签发 → 发布): per warning, when it was sub
 approval or rejection (who, when), when it was published, when its first send
 left, and the approval delay (published − submitted). A held warning reaches
 nobody, so every send and coverage time counts from its publication, not from
-its submission (warnd's own coverage summary counts from submission).
+its submission (as warnd's coverage summary does).
 
 Verdict: ok unless something was lost, a grid of a chain's final version (the
 newest that is neither a Cancel nor rejected) ended neither confirmed nor covered,
@@ -33,8 +33,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-
-from warnd.domain.coverage import GridState, summary
 
 CALLBACK_ID = re.compile(r"[?&]d=([0-9]+)\.")
 MESSAGE_ID = re.compile(r"^msg_warnd_([0-9]+)$")
@@ -170,20 +168,6 @@ def _approval(w: dict, sim_start: datetime, names: dict[str, str]) -> dict:
             "rejected_reason": w.get("rejected_reason")}
 
 
-def _from_publication(coverage: dict, since: datetime) -> dict | None:
-    """warnd's coverage summary with the 50/90/100 % times counted from `since` (the publication)."""
-    if not coverage.get("summary"):
-        return coverage.get("summary")
-    states = [GridState(g["grid"], g["state"], _moment(g.get("confirmed_at") or g.get("covered_at")))
-              for g in coverage.get("grids", [])]
-    times = {k: v for k, v in summary(states, since).items() if k.endswith("_seconds")}
-    return {**coverage["summary"], **{k: None if v is None else round(v, 1) for k, v in times.items()}}
-
-
-def _moment(at: str | None) -> datetime | None:
-    return datetime.fromisoformat(at) if at else None
-
-
 def _timing(w: dict, planned: list[int], coverage: dict, since: datetime) -> dict:
     rows = w.get("deliveries", [])
     moments = [d.get("sent_at") or d.get("done_at") for d in rows
@@ -195,10 +179,10 @@ def _timing(w: dict, planned: list[int], coverage: dict, since: datetime) -> dic
     if first_wave and not any(d["state"] in STUCK for d in first_wave):
         done = [d.get("sent_at") or d.get("done_at") for d in first_wave]
         all_sent = max((_seconds(m, since) for m in done if m), default=None)
-    reached = coverage or {}
+    summary = coverage.get("summary", {})
     return {"first_send_seconds": min((_seconds(m, since) for m in moments), default=None),
             "all_sent_seconds": all_sent,
-            **{f"coverage_{p}_seconds": reached.get(f"p{p}_seconds") for p in (50, 90, 100)}}
+            **{f"coverage_{p}_seconds": summary.get(f"p{p}_seconds") for p in (50, 90, 100)}}
 
 
 def build(f: Facts) -> dict:
@@ -213,14 +197,13 @@ def build(f: Facts) -> dict:
     for item in f.warnings:
         w, coverage = item["warning"], item["coverage"] or {}
         # sends and coverage count from publication: a warning held for approval reaches nobody
-        created = datetime.fromisoformat(w.get("published_at") or w["created_at"])
-        reached = _from_publication(coverage, created)
+        since = datetime.fromisoformat(w.get("published_at") or w["created_at"])
         rows = w.get("deliveries", [])
         channels = {}
         for channel in sorted({d["channel"] for d in rows}):
             section = _channel([d for d in rows if d["channel"] == channel], outside.get(channel, {}), read_at,
-                               silent, channel, w["msg_type"] == "Cancel", created,
-                               lambda epoch, c=created: round(((sim_start - c).total_seconds()
+                               silent, channel, w["msg_type"] == "Cancel", since,
+                               lambda epoch, c=since: round(((sim_start - c).total_seconds()
                                                                + (epoch - real_start) * speed), 1))
             channels[channel] = section
             t = totals.setdefault(channel, Counter())
@@ -238,7 +221,7 @@ def build(f: Facts) -> dict:
             elif d["state"] in UNSETTLED or retrying:
                 unsettled.append({"warning": item["name"], "delivery_id": d["id"], "channel": d["channel"],
                                   "recipient": d["recipient_id"], "state": d["state"], "last_code": d.get("last_code")})
-        grids = [_grid(g, created) for g in coverage.get("grids", [])]
+        grids = [_grid(g, since) for g in coverage.get("grids", [])]
         if item["final"] and w["state"] == "awaiting":
             unpublished.append({"warning": item["name"], "id": w["id"], "approvals": len(w.get("approvals", [])),
                                 "needed": w.get("approvals_needed")})
@@ -252,8 +235,8 @@ def build(f: Facts) -> dict:
             "identifier": w.get("identifier"), "issued_at_seconds": item["issued_at_seconds"],
             "expires": w.get("expires"), "judged": item["final"],
             "approval": _approval(w, sim_start, f.approvers),
-            "channels": channels, "timing": _timing(w, item["planned"], reached, created),
-            "coverage": reached,
+            "channels": channels, "timing": _timing(w, item["planned"], coverage, since),
+            "coverage": coverage.get("summary"),
             "door_to_door": {"lists": len(lists), "completed": sum(1 for cl in lists if cl.get("completed_at")),
                              "households": sum(cl.get("total", 0) for cl in lists),
                              "marked": sum(cl.get("marked", 0) for cl in lists)},

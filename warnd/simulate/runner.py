@@ -6,10 +6,13 @@ One run:
      process), the MQTT broker (embedded, or `config.mqtt.url`) with a speaker
      fleet, a webhook sink for the subscribers;
   3. the generated warnd configuration (simulators, routing, the scenario's
-     overrides), the schema, the directory (subscriber URLs pointed at the
-     sink), one token per issuing department;
+     overrides; without approvals in the scenario every department in the green
+     channel), the schema, the directory (subscriber URLs pointed at the sink), one
+     token per issuing department bound to its CAP senders, one account and
+     personal token per approver;
   4. `warnd serve --simulation-clock …` as a child; the timeline POSTs CAP to its
-     API; a crash is a real SIGKILL and a restart with the same config and clock;
+     API, and each held entry's approvers approve or reject it at their moment;
+     a crash is a real SIGKILL and a restart with the same config and clock;
   5. progress polled from the API about every 0.5 s; door-to-door visitors;
   6. the end (see `_finished`), then the facts: warnd's view from the API, the
      outside view from the simulators → `report.build`.
@@ -130,6 +133,7 @@ class Simulation:
         self.issued_until = float("-inf")  # the time of the newest timeline entry issued
         self.progressed = asyncio.Event()
         self.tasks: list[asyncio.Task] = []  # the timeline, the crash, and each entry's approvals
+        self.deciding: list[asyncio.Task] = []  # each held entry's approvals (also in `tasks`)
 
     # -- the whole run --
 
@@ -400,15 +404,17 @@ class Simulation:
         problem = misfit(step, int(w.get("approvals_needed") or 0), str(level))
         if problem:  # the scenario's check before the run saw it otherwise: say what warnd decided
             where, why = problem
-            raise ScenarioError(self.scenario.source, [(where, f"warnd holds warning {wid} for "
-                                                               f"{w.get('approvals_needed') or 0} approvals: {why}")])
+            n = int(w.get("approvals_needed") or 0)
+            raise ScenarioError(self.scenario.source, [(where, f"warnd wants {n} approval{'' if n == 1 else 's'} "
+                                                               f"for warning {wid}: {why}")])
         self.issued[step.name] = issued
         self.latest[chain] = step.name
         if issued.awaiting:
             n = w["approvals_needed"]
             self.event(f"{step.action} {step.name}: warning {wid} ({level}) submitted, awaiting {n} "
                        f"approval{'' if n == 1 else 's'} / 待签发 0/{n}")
-            self.tasks.append(asyncio.create_task(self._decide(issued), name=f"approve {step.name}"))
+            self.deciding.append(asyncio.create_task(self._decide(issued), name=f"approve {step.name}"))
+            self.tasks.append(self.deciding[-1])
             return
         await self._planned(issued)
         self.event(f"{step.action} {step.name}: warning {wid} ({level}, {len(issued.planned)} deliveries planned)")
@@ -443,7 +449,6 @@ class Simulation:
             else:
                 self.event(f"approve {step.name}: {decision.by} ({name}) {answer['approvals']}/{answer['needed']} "
                            f"/ 待签发 {answer['approvals']}/{answer['needed']}")
-        self.progressed.set()
 
     async def _decision(self, issued: Issued, decision: Decision) -> dict:
         """POST approve or reject as the approver; what warnd answered ({state, approvals, needed, published})."""
@@ -463,7 +468,6 @@ class Simulation:
             raise SimulationFailed(f"{decision.where} ({verb} {issued.step.name} as {decision.by}, {account}): "
                                    f"warnd answered {status}: {answer}")
         return answer
-
 
     def event(self, text: str) -> None:
         self.events.append({"at_seconds": round(self.now(), 1), "event": text})
@@ -565,7 +569,7 @@ class Simulation:
 
     def _decided(self) -> bool:
         """Every approval and rejection the timeline names has been given."""
-        return all(t.done() for t in self.tasks if t.get_name().startswith("approve "))
+        return all(t.done() for t in self.deciding)
 
     def _final_versions(self) -> dict[str, Issued]:
         """Each chain's newest version that is neither a Cancel nor rejected: the one whose grids are judged."""

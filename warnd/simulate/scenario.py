@@ -4,7 +4,8 @@ Validation has two layers, both reported with the path of the offending value:
 the JSON Schema (`scenario.schema.json`, the shape) and the meaning (the
 directory parses, people and speakers named in behaviours exist, timeline
 references point to earlier entries, CAP files are accepted as the API would
-accept them, config overrides are a valid warnd configuration).
+accept them, config overrides are a valid warnd configuration, each entry's
+approvers are exactly the approvals warnd will want for it).
 
 Shares are resolved here, once, with the scenario's seeded RNG: the same file and
 seed always give every person and speaker the same behaviour.
@@ -514,14 +515,15 @@ def misfit(step: Step, needed: int, level: str) -> tuple[str, str] | None:
     kind = "cancel" if step.action == "cancel" else f"{level} {step.action}"
     rule = "config.approval (by default red needs 2, orange 1, a cancel none)"
     what = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} of {step.department}"
-    n, named, zh = needed, len(step.approve), LEVEL_ZH.get(level, "")
+    n, named = needed, len(step.approve)
+    zh = "解除信息" if step.action == "cancel" else f"{LEVEL_ZH.get(level, '')}预警"
     if n == 0 and step.decisions:
         return (f"{step.where}.{'approve' if step.approve else 'reject'}",
                 f"{what} needs no approval under config.approval: it is published when submitted; "
                 "remove approve/reject / 该预警无需签发，提交即发布")
     if n and not step.decisions:
         return (step.where, f"{what} needs {_approvals(n)} under {rule} and names none: add "
-                f"approve: [{{by: NAME, after: TIME}}, …] / 该{zh}预警需 {n} 人签发，未指定签发人")
+                f"approve: [{{by: NAME, after: TIME}}, …] / 该{zh}需 {n} 人签发，未指定签发人")
     if step.reject is None and named < n:
         return (f"{step.where}.approve", f"{what} needs {_approvals(n)} under {rule}; {named} named / "
                 f"需 {n} 人签发，只指定了 {named} 人")
