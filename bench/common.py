@@ -1,8 +1,9 @@
 """Shared helpers for the benchmarks: processes, free ports, scratch databases, figures, tables.
 
 Everything here is bounded (every wait has a deadline) and loopback-only. A
-benchmark returns a `Result` — a list of `Figure`s — and `print_table` prints
-any number of results as one table.
+benchmark returns a `Result` — a list of `Figure`s, its correctness verdict (`ok`)
+and the performance targets it missed (`missed`) — and `print_table` prints any
+number of results as one table.
 """
 from __future__ import annotations
 
@@ -42,18 +43,56 @@ class Figure:
     value: float | int | str | None
     unit: str = ""
     note: str = ""
+    kind: str = ""  # "target": judged against a performance target; "comparison": warnd against a baseline
 
 
 @dataclass
 class Result:
+    """What a benchmark found. Two kinds of verdict are kept apart:
+
+    - `ok` False: a correctness check failed — messages lost, duplicated or refused, counts
+      wrong, a comparison that could not be computed. Always a failure.
+    - `missed`: figures that missed their performance target (`target()`). A failure of a
+      full run; in a smoke run (`smoke`, small counts) printed but not judged.
+    """
+
     benchmark: str
     figures: list[Figure] = field(default_factory=list)
-    ok: bool = True  # False: a check failed (lost or duplicate messages, target missed…)
+    ok: bool = True  # False: a correctness check failed (lost, duplicate or failed messages, wrong counts…)
+    missed: list[str] = field(default_factory=list)  # names of the figures that missed their target
     notes: list[str] = field(default_factory=list)
     error: str | None = None  # the benchmark did not finish
+    smoke: bool = False  # small counts (bench.run_all --smoke): targets are not judged
 
     def add(self, name: str, value: float | int | str | None, unit: str = "", note: str = "") -> None:
         self.figures.append(Figure(name, value, unit, note))
+
+    def compare(self, name: str, value: float | None, unit: str = "", note: str = "") -> None:
+        """A figure comparing warnd with its baseline. It must be computable: None (a side
+        measured nothing) fails the correctness check, in a smoke run as in a full one."""
+        self.figures.append(Figure(name, value, unit, note, "comparison"))
+        if value is None:
+            self.ok = False
+            self.notes.append(f"{name}: could not be computed")
+
+    def target(self, name: str, met: bool | None) -> None:
+        """Judge the figure `name` (added already with `add`) against its performance target:
+        a miss goes to `missed`, not to `ok`. `met` None — the figure could not be computed —
+        is a correctness failure, as for `compare`."""
+        figure = next((f for f in self.figures if f.name == name), None)
+        if figure is None:
+            raise BenchError(f"{self.benchmark}: no figure {name!r} to judge")
+        figure.kind = "target"
+        if met is None:
+            self.ok = False
+            self.notes.append(f"{name}: could not be computed")
+        elif not met:
+            self.missed.append(name)
+
+    @property
+    def passed(self) -> bool:
+        """Finished, every correctness check held and, unless a smoke run, every target met."""
+        return self.ok and not self.error and (self.smoke or not self.missed)
 
     def value(self, name: str) -> float | int | str | None:
         return next((f.value for f in self.figures if f.name == name), None)
@@ -88,16 +127,37 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, right: Seque
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
+SMOKE_MARK = {"target": "[smoke: not judged] ", "comparison": "[smoke] "}
+
+
+def verdict(result: Result) -> tuple[str, str]:
+    """The verdict row's value and note."""
+    if result.error or not result.ok:
+        return "FAILED", ("did not finish" if result.error else "a correctness check failed (see the notes)")
+    if result.smoke:
+        missed = f" ({len(result.missed)} missed at smoke size)" if result.missed else ""
+        return "ok", f"smoke: correctness only; targets not judged{missed}"
+    if result.missed:
+        return "FAILED", "target missed: " + ", ".join(result.missed)
+    return "ok", ""
+
+
 def print_table(results: Sequence[Result], file=None) -> None:  # noqa: ANN001
-    """One table for any number of benchmark results."""
+    """One table for any number of benchmark results. In a smoke run the target and comparison
+    figures are marked: at smoke size they say nothing about performance."""
     rows = []
     for result in results:
         if result.error:
             rows.append([result.benchmark, "ERROR", "", "", result.error[:100]])
         for f in result.figures:
-            rows.append([result.benchmark, f.name, fmt(f.value), f.unit, f.note])
-        rows.append([result.benchmark, "verdict", "ok" if result.ok and not result.error else "FAILED", "", ""])
+            mark = SMOKE_MARK.get(f.kind, "") if result.smoke else ""
+            rows.append([result.benchmark, f.name, fmt(f.value), f.unit, mark + f.note])
+        value, note = verdict(result)
+        rows.append([result.benchmark, "verdict", value, "", note])
     out = file or sys.stdout
+    if any(r.smoke for r in results):
+        print("smoke run: small counts, correctness only. Rates, latencies and ratios here are not "
+              "performance figures; targets are printed, not judged.", file=out)
     print(table(["benchmark", "figure", "value", "unit", "note"], rows, right=(2,)), file=out)
     for result in results:
         for note in result.notes:
@@ -391,7 +451,7 @@ def finish(result: Result, json_path: str | None) -> int:
     print_table([result])
     if json_path:
         write_json([result], json_path)
-    return 0 if result.ok and not result.error else 1
+    return 0 if result.passed else 1
 
 
 def run_async(coro, cleanup_seconds: float = 15.0):  # noqa: ANN001, ANN201

@@ -59,6 +59,7 @@ from bench.common import (
 
 NAME = "sms_fanout"
 DEFAULT_COUNT = 20_000
+SMOKE = {"count": 300}  # bench.run_all --smoke: every path once, correctness only
 CONCURRENCY = 64
 TARGET_RATIO = 0.7
 SID, TOKEN, FROM = "AC" + "b" * 32, "bench-auth-token", "+15005550006"
@@ -245,6 +246,10 @@ class Timers:
         self.spent: dict[str, list[float]] = {}
         for owner, name in ((node.deliveries, "claim"), (node.deliveries, "apply"), (node.deliveries, "receipts")):
             self._wrap(owner, name)
+        # Receipts are written in groups by a writer that took the store's bound method when the
+        # node was built: point it at the wrapped one for the run (put back in report()).
+        self.grouped = node.receipts._write
+        self.grouped._write = node.deliveries.receipts
         self.send0 = self._send_sum()
 
     def _wrap(self, owner, name: str) -> None:  # noqa: ANN001
@@ -273,6 +278,7 @@ class Timers:
                 result.add(f"{label} store.{name}", spent / calls * 1000, "ms/call",
                            f"{calls} calls, {spent:.2f} s in all")
             delattr(self.node.deliveries, name)
+        self.grouped._write = self.node.deliveries.receipts
 
 
 async def _ge(coro, n: int) -> bool:  # noqa: ANN001
@@ -370,13 +376,11 @@ async def _run(result: Result, db_url: str, sim: Process, sim_url: str, n: int, 
         sdk_after = await baseline(result, "bare SDK after", bare_sdk, sim, sim_url, body, callbacks, concurrency)
         sdk = (sdk_before + sdk_after) / 2 if sdk_before and sdk_after else None
         result.add("bare SDK messages/s (mean)", sdk, "/s", "before and after warnd")
-        for label, rate in (("(a) send path", rate_a), ("(b) with callbacks", rate_b)):
-            result.add(f"ratio warnd {label} / bare SDK", rate / sdk if rate and sdk else None, "",
-                       f"target ≥ {TARGET_RATIO}" if label.startswith("(a)") else "")
-        result.add("ratio bare SDK / raw aiohttp", sdk / raw if sdk and raw else None, "", "the SDK's own cost")
         ratio_a = rate_a / sdk if rate_a and sdk else None
-        if ratio_a is None or ratio_a < TARGET_RATIO:
-            result.ok = False
+        result.add("ratio warnd (a) send path / bare SDK", ratio_a, "", f"target ≥ {TARGET_RATIO}")
+        result.target("ratio warnd (a) send path / bare SDK", None if ratio_a is None else ratio_a >= TARGET_RATIO)
+        result.compare("ratio warnd (b) with callbacks / bare SDK", rate_b / sdk if rate_b and sdk else None, "")
+        result.compare("ratio bare SDK / raw aiohttp", sdk / raw if sdk and raw else None, "", "the SDK's own cost")
         if sdk_before and sdk_after and abs(sdk_before - sdk_after) > 0.25 * max(sdk_before, sdk_after):
             result.notes.append(f"the two bare SDK runs differ by more than 25% ({sdk_before:,.0f} vs "
                                 f"{sdk_after:,.0f}/s): the machine was busy; compare CPU per message")

@@ -58,6 +58,7 @@ from bench.common import (
 
 NAME = "speaker_fanout"
 DEFAULT_COUNT = 5_000
+SMOKE = {"count": 300}  # bench.run_all --smoke: every path once, correctness only
 PER_GRID = 10
 INFLIGHT = 1000  # mqtt.inflight (warnd's default) and the baseline's window
 VILLAGE = "421126100201"
@@ -327,13 +328,13 @@ async def _run(result: Result, wd: Path, db_url: str, n: int, procs: list[Proces
             result.notes.append(f"warnd's speaker simulator: {summary}")
         base = (before + after) / 2 if before and after else None
         result.add("bare paho publishes/s (mean)", base, "/s", "before and after warnd")
-        result.add("ratio warnd / bare paho publishes", rate / base if rate and base else None, "")
+        result.compare("ratio warnd / bare paho publishes", rate / base if rate and base else None, "")
         played = result.value("warnd all played")
         bare_played = [v for v in (result.value("bare paho before all played"),
                                    result.value("bare paho after all played")) if isinstance(v, float)]
         if isinstance(played, float) and bare_played:
-            result.add("ratio bare paho / warnd all played", sum(bare_played) / len(bare_played) / played, "",
-                       "time until every played-ack, bare ÷ warnd")
+            result.compare("ratio bare paho / warnd all played", sum(bare_played) / len(bare_played) / played, "",
+                           "time until every played-ack, bare ÷ warnd")
         result.add("driver peak RSS", peak_rss_mib(os.getpid()), "MiB", "warnd in-process, baseline included")
         if before and after and abs(before - after) > 0.25 * max(before, after):
             result.notes.append(f"the two baselines differ by more than 25% ({before:,.0f} vs {after:,.0f}/s): "

@@ -61,6 +61,7 @@ from bench.common import (
 
 NAME = "webhook_fanout"
 DEFAULT_COUNT = 20_000
+SMOKE = {"count": 300}  # bench.run_all --smoke: every path once, correctness only
 CONCURRENCY = 64  # the baseline's; warnd uses its configured webhook.concurrency (default 64)
 DEFAULT_RATE = 1_000_000.0  # webhook.rate_per_second for the run: the engine is measured, not the policy
 TARGET_RATIO = 0.5
@@ -360,10 +361,9 @@ def _run(result: Result, db: str | None, count: int, rate: float, profile: Path 
         cpu_b = [v for v in (result.value("baseline before client CPU per message"),
                              result.value("baseline after client CPU per message")) if isinstance(v, float)]
         if isinstance(cpu_w, float) and cpu_b and cpu_w > 0:
-            result.add("CPU ratio baseline/warnd", sum(cpu_b) / len(cpu_b) / cpu_w, "",
-                       "client CPU per message ÷ warnd CPU per delivery; load-independent")
-        if ratio is None or ratio < TARGET_RATIO:
-            result.ok = False
+            result.compare("CPU ratio baseline/warnd", sum(cpu_b) / len(cpu_b) / cpu_w, "",
+                           "client CPU per message ÷ warnd CPU per delivery; load-independent")
+        result.target("ratio warnd/baseline", None if ratio is None else ratio >= TARGET_RATIO)
         if rate != DEFAULT_RATE:
             result.notes.append(f"webhook.rate_per_second = {rate:g}")
 
@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table([result])
     if args.json:
         write_json([result], args.json)
-    return 0 if result.ok and not result.error else 1
+    return 0 if result.passed else 1
 
 
 if __name__ == "__main__":
