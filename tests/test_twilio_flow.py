@@ -203,6 +203,7 @@ async def test_lookups_stop_at_the_first_failure_while_twilio_is_down(flow):
                               reconcile_every=3600)
     await node.intake.submit(live(), XML, admin_scope())
     await until(lambda: _ge(count(node, deliveries, deliveries.c.state == "sent"), 20))
+    await until(lambda: _ge(_overdue(node, 0.01), 20))  # quiet long enough to be looked up
     sim.scenario.update({"faults": {"rate_5xx": 1.0}})  # every API request answers 5xx now
     before = sim.stats.requests
     await node.reconcile()
@@ -281,3 +282,10 @@ async def test_refused_credentials_fail_without_retry_and_raise_an_operator_alar
     assert await count(node, deliveries, deliveries.c.last_code == "twilio.20003", deliveries.c.attempts == 1) == 2
     assert node.metrics.registry.get_sample_value("warnd_operator_alarms_total", {"code": "twilio.20003"}) == 2
     assert sim.stats.unauthorized == 2 and not sim.messages
+
+
+async def _overdue(node: Node, quiet_seconds: float) -> int:
+    """How many sends the reconcile sweep would look up now."""
+    now = node.clock.now()
+    return len(await node.deliveries.overdue_sent(["sms"], now - timedelta(seconds=quiet_seconds),
+                                                  now - timedelta(hours=1), 500))
