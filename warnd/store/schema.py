@@ -215,6 +215,9 @@ deliveries = Table(
     Column("expires", TS),
     Column("claimed_by", String(200)),
     Column("lease_until", TS),
+    # written just before the provider is called: a claim a crash left without it
+    # never reached the provider and is queued again at once (not `uncertain`)
+    Column("handed_at", TS),
     Column("provider_ref", String(200)),
     Column("last_code", String(64)),
     Column("last_detail", Text),
@@ -302,6 +305,19 @@ inbound = Table(
     Column("outcome", String(16), nullable=False),  # confirmed / repeated / ambiguous / unknown / ignored
     Column("confirmation_ids", JSON, nullable=False),
     Index("ix_inbound_from", "from_address", "at"),
+    # a provider's message (SMS MessageSid, a call's CallSid) is applied once: a replay changes nothing
+    UniqueConstraint("channel", "provider_ref", name="uq_inbound_channel_provider_ref"),
+)
+
+# Live nodes: each running process beats here, so another node can take over a
+# dead one's claims in seconds instead of waiting out the lease.
+nodes = Table(
+    "nodes", metadata,
+    Column("incarnation", String(200), primary_key=True),  # node_id/random: one process life
+    Column("node_id", String(200), nullable=False),
+    Column("started_at", TS, nullable=False),
+    Column("heartbeat_at", TS, nullable=False),
+    Column("stopped_at", TS),
 )
 
 # The escalation ladder of one confirmation requirement, snapshotted when it was
