@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from warnd.domain.errors import Problem, WarndError
 from warnd.domain.model import Level, Status
+from warnd.ingest.limits import Limits
 
 
 SIMULATOR_AUTH_TOKEN = "simulator-auth-token"  # public: shipped with warnd's Twilio simulator
@@ -229,6 +230,7 @@ class Config(Strict):
     public_base_url: str = "http://127.0.0.1:8080"
     node_id: str = ""  # unique per running process; default "<hostname>:<port>"
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    limits: Limits = Limits()  # points, areas, nesting… of one message (warnd/ingest/limits.py)
     unknown_severity_level: str = "blue"
     geocode_names: list[str] = ["warnd", "region", "GB2260", "GB/T 2260", "adcode", "ADCODE"]
     levels: dict[str, LevelPolicy] = Field(default_factory=_default_levels)

@@ -120,6 +120,12 @@ def covers(scope_codes: Iterable[str], code: str, parents: Mapping[str, str | No
 def authorize(scope: Scope, alert: Alert, level: Level, region_codes: list[str],
               parents: Mapping[str, str | None] | None = None) -> None:
     """Raise a 403 WarndError naming the first thing outside the principal's scope."""
+    authorize_issuer(scope, alert, level)
+    authorize_regions(scope, region_codes, parents)
+
+
+def authorize_issuer(scope: Scope, alert: Alert, level: Level) -> None:
+    """Role, sender, event types and level: cheap, so checked before any area is resolved."""
     require(scope, Right.SUBMIT)
     if "*" not in scope.senders and alert.sender not in scope.senders:
         allowed = ", ".join(scope.senders) or "none"
@@ -136,6 +142,9 @@ def authorize(scope: Scope, alert: Alert, level: Level, region_codes: list[str],
         raise error("auth.level_out_of_scope", "info.severity",
                     f"{scope.department} may issue up to {scope.max_level.label}, not {level.label}",
                     f"{scope.department} 最高只能发布{scope.max_level.zh}预警，不能发布{level.zh}预警")
+
+
+def authorize_regions(scope: Scope, region_codes: list[str], parents: Mapping[str, str | None] | None = None) -> None:
     if "*" in scope.regions:
         return
     for code in region_codes:

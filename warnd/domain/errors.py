@@ -29,6 +29,8 @@ CATALOGUE: dict[str, ErrorKind] = _kinds(
     ("cap.unsupported_version", 400, "Not a CAP 1.2 or 1.1 alert", "不是 CAP 1.2 或 1.1 预警消息"),
     ("cap.schema", 400, "Message does not conform to the CAP schema", "消息不符合 CAP 模式"),
     ("cap.rule", 400, "Message breaks a CAP or warnd rule", "消息违反 CAP 或 warnd 规则"),
+    ("cap.limit", 413, "Message asks for more than warnd accepts (points, areas, nesting…)",
+     "消息超出受理上限（点数、区域数、嵌套层数等）"),
     ("cap.json", 400, "JSON body does not match the CAP structure", "JSON 请求体与 CAP 结构不符"),
     ("cap.unsupported_media_type", 415, "Send application/cap+xml, application/xml or application/json",
      "请使用 application/cap+xml、application/xml 或 application/json"),
@@ -71,9 +73,13 @@ CATALOGUE: dict[str, ErrorKind] = _kinds(
     ("twilio.bad_signature", 403, "Request signature does not verify", "请求签名校验失败"),
     ("request.invalid", 400, "The request is invalid", "请求无效"),
     ("request.not_found", 404, "No such resource", "资源不存在"),
+    ("request.encoding", 415, "Compressed request bodies are not accepted", "不接受压缩的请求体"),
     ("request.method_not_allowed", 405, "Method not allowed here", "不允许此请求方法"),
     ("internal", 500, "Internal error; the request was not applied", "内部错误，请求未生效"),
 )
+
+
+MAX_PROBLEMS = 20  # listed in one error; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,10 @@ class WarndError(Exception):
     def __post_init__(self) -> None:
         if self.code not in CATALOGUE:
             raise KeyError(f"unknown error code {self.code}")
+        if len(self.problems) > MAX_PROBLEMS:  # a bounded answer to an unbounded mistake
+            more = len(self.problems) - MAX_PROBLEMS
+            self.problems = self.problems[:MAX_PROBLEMS] + [
+                Problem("…", f"and {more} more problems of the same message", f"另有 {more} 处问题")]
         super().__init__(self.code)
 
     @property

@@ -6,12 +6,14 @@ earlier versions' deliveries exactly as they are when this version retires them.
 """
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from warnd.clock import Clock
 from warnd.config import Config
 from warnd.domain import geo
-from warnd.domain.authority import Right, Scope, authorize, authorize_references, covers, require
+from warnd.domain.authority import (Right, Scope, authorize_issuer, authorize_references, authorize_regions,
+                                    covers, require)
 from warnd.domain.directory import with_ancestors
 from warnd.domain.errors import WarndError, error
 from warnd.domain.levels import level_of
@@ -46,8 +48,7 @@ class Intake:
         parsed = parse_warning(body, content_type, self.config)
         alert = parsed.alert
         level = level_of(alert, self.config)
-        targets = await self.resolve(alert)
-        await self.authorize(scope, alert, level, targets)
+        targets = await self.authorize(scope, alert, level)
         needed = 0 if alert.msg_type in (MsgType.ACK, MsgType.ERROR) else \
             self.config.approval.needed(scope.department, level, alert.msg_type is MsgType.CANCEL)
         info = alert.info_for("zh-CN")
@@ -75,11 +76,17 @@ class Intake:
         await self._stored(warning_id, approver)
         return await self.warnings.reject(warning_id, approver, reason)
 
-    async def authorize(self, scope: Scope, alert: Alert, level: Level, targets: Targets) -> None:
-        """The whole message and everything it references; a refusal is audited."""
+    async def authorize(self, scope: Scope, alert: Alert, level: Level) -> Targets:
+        """The whole message and everything it references; a refusal is audited.
+
+        Who may issue what is checked first: a message from the wrong sender, of the
+        wrong event or level, costs no geometry at all.
+        """
         try:
+            authorize_issuer(scope, alert, level)
+            targets = await self.resolve(alert)
             parents = await self.directory.parents_of(targets.codes)
-            authorize(scope, alert, level, list(targets.codes), parents)
+            authorize_regions(scope, list(targets.codes), parents)
             if "*" not in scope.regions:
                 await self._areas_inside(scope, alert, parents)
             referenced = await self.warnings.referenced(alert)
@@ -88,6 +95,7 @@ class Intake:
                     sorted({c for r in referenced for c in r.regions}))}
             if authorize_references(scope, alert, referenced, parents):
                 self.metrics.supersedes.inc()
+            return targets
         except WarndError as err:
             if err.status == 403:
                 await self.warnings.refused(alert, scope, err)
@@ -103,12 +111,11 @@ class Intake:
                                 f"geocode {name}={value} cannot be checked against {scope.department}'s "
                                 f"jurisdiction (known names: {', '.join(self.config.geocode_names)})",
                                 f"地理编码 {name}={value} 无法核对是否在 {scope.department} 辖区内")
-        shapes = [s for area in alert.areas for s in geo.area_shapes(area)]
-        if not shapes:
+        if not _has_shapes(alert):
             return
         rings = [r.polygon for r in await self.directory.regions_with_polygons()
                  if covers(scope.regions, r.code, parents | {r.code: r.parent})]
-        if geo.outside_of(shapes, rings) is not None:
+        if await asyncio.to_thread(_outside, alert, rings):
             raise error("auth.shape_out_of_scope", "info.area",
                         f"a polygon or circle reaches outside {scope.department}'s jurisdiction",
                         f"多边形或圆形区域超出 {scope.department} 辖区")
@@ -147,13 +154,27 @@ class Intake:
         names = {n.lower() for n in self.config.geocode_names}
         codes = {value.strip() for area in alert.areas for name, value in area.geocodes
                  if name.lower() in names and value.strip()}
-        shapes = [s for area in alert.areas for s in geo.area_shapes(area)]
-        if shapes:
+        if _has_shapes(alert):
             rings = [(r.code, r.polygon) for r in await self.directory.regions_with_polygons()]
-            codes.update(geo.regions_touched(shapes, rings))
+            codes.update(await asyncio.to_thread(_touched, alert, rings))
         regions = {r.code: r for r in await self.directory.regions_within(sorted(codes))} if codes else {}
         return Targets(tuple(sorted(codes)), regions)
 
 
 def covers_all(scope: Scope, codes: list[str], parents: dict) -> bool:
     return "*" in scope.regions or all(covers(scope.regions, c, parents) for c in codes)
+
+
+# Geometry runs on a worker thread: bounded by the limits (points per message) and
+# by geo's repair policy, it still must never hold the event loop.
+
+def _has_shapes(alert: Alert) -> bool:
+    return any(area.polygons or area.circles for area in alert.areas)
+
+
+def _touched(alert: Alert, rings: list) -> list[str]:
+    return geo.regions_touched([s for area in alert.areas for s in geo.area_shapes(area)], rings)
+
+
+def _outside(alert: Alert, rings: list) -> bool:
+    return geo.outside_of([s for area in alert.areas for s in geo.area_shapes(area)], rings) is not None

@@ -8,12 +8,16 @@ from warnd.http import coverage_api, directory_api, ops_api, tokens_api, twilio_
 from warnd.http import call_lists_api, pages, session_api
 from warnd.http import audit_api
 from warnd.http.keys import METRICS, NODE
-from warnd.http.problems import problems_middleware
+from warnd.http.problems import identity_bodies_only, problems_middleware
 
 
 def build_app(node: Node) -> web.Application:
     # The body limit is enforced by intake with a clear error; aiohttp's own is a backstop.
-    app = web.Application(middlewares=[problems_middleware], client_max_size=node.config.max_body_bytes + 65536)
+    # Request bodies are never decompressed (a few KB of gzip can be gigabytes of work):
+    # a compressed body is refused by `identity_bodies_only` before any handler reads it.
+    app = web.Application(middlewares=[problems_middleware, identity_bodies_only],
+                          client_max_size=node.config.max_body_bytes + 65536,
+                          handler_args={"auto_decompress": False})
     app[NODE] = node
     app[METRICS] = node.metrics
     app.add_routes(ops_api.routes() + warnings_api.routes() + directory_api.routes()

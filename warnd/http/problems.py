@@ -10,7 +10,7 @@ import logging
 
 from aiohttp import web
 
-from warnd.domain.errors import CATALOGUE, WarndError
+from warnd.domain.errors import CATALOGUE, WarndError, error
 from warnd.http.keys import METRICS
 
 log = logging.getLogger("warnd.http")
@@ -59,3 +59,17 @@ async def problems_middleware(request: web.Request, handler):  # noqa: ANN001, A
     except Exception:  # noqa: BLE001 - never leak a stack trace; nothing was applied
         log.exception("unhandled error", extra={"path": request.path})
         return problem_response(request, WarndError("internal"))
+
+
+@web.middleware
+async def identity_bodies_only(request: web.Request, handler):  # noqa: ANN001, ANN201
+    """Refuse compressed request bodies (415) before anything reads them.
+
+    The application never inflates bodies (`auto_decompress` is off), so what is left
+    of one on the wire is only drained as the bytes it is, within `client_max_size`.
+    """
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise error("request.encoding", "Content-Encoding", f"{encoding} bodies are not accepted; send them "
+                    "uncompressed", f"不接受 {encoding} 压缩的请求体，请不压缩发送")
+    return await handler(request)

@@ -8,6 +8,7 @@ CAP document, the way the schema errors are.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -79,9 +80,12 @@ def _point(pair: str) -> tuple[float, float]:
 
 def _number(text: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise ValueError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):  # "nan", "inf", "1e999": no place or radius is infinite
+        raise ValueError(f"not a finite number: {text!r}")
+    return value
 
 
 # --- field paths ---
@@ -98,8 +102,23 @@ def info_path(alert: Alert, i: int) -> str:
 # --- the rules ---
 
 def check_alert(alert: Alert) -> Findings:
-    return (check_times(alert) + check_expiry(alert) + check_references(alert)
+    return (check_names(alert) + check_times(alert) + check_expiry(alert) + check_references(alert)
             + check_areas(alert) + check_levels(alert))
+
+
+# CAP 1.2 §3.2.1: identifier and sender MUST NOT include spaces, commas or the restricted < and &.
+_FORBIDDEN = re.compile(r"[\s,<&]")
+
+
+def check_names(alert: Alert) -> Findings:
+    problems = []
+    for field, value in (("/alert/identifier", alert.identifier), ("/alert/sender", alert.sender)):
+        bad = _FORBIDDEN.search(value)
+        if bad:
+            shown = {" ": "a space", ",": "a comma"}.get(bad.group(), repr(bad.group()))
+            problems.append(Problem(field, f"must not contain spaces, commas, < or & (found {shown})",
+                                    f"不得含空格、逗号、< 或 &（发现 {bad.group()!r}）"))
+    return Findings(tuple(problems))
 
 
 def check_times(alert: Alert) -> Findings:

@@ -22,7 +22,7 @@ from warnd.config import Config
 from warnd.domain.errors import CATALOGUE, Problem, WarndError, error
 from warnd.domain.levels import level_of
 from warnd.domain.model import Alert, ParsedAlert, ValidationNote
-from warnd.ingest import capjson, capxml, rules, xmlsafe
+from warnd.ingest import capjson, capxml, limits, rules, xmlsafe
 
 XML_TYPES = ("application/cap+xml", "application/xml", "text/xml")
 JSON_TYPES = ("application/json",)
@@ -42,6 +42,7 @@ def parse_warning(body: bytes, content_type: str, config: Config) -> ParsedAlert
 
 def _from_xml(body: bytes, config: Config) -> ParsedAlert:
     root = xmlsafe.parse_xml(body, config.max_body_bytes)
+    limits.check_xml(root, config.limits)
     notes = xmlsafe.strip_signatures(root)
     validate_schema(root)
     alert, dropped = capxml.alert_from_element(root)
@@ -53,17 +54,23 @@ def _from_json(body: bytes, config: Config) -> ParsedAlert:
         raise error("cap.too_large", "body", f"{len(body)} bytes; the limit is {config.max_body_bytes}",
                     f"消息 {len(body)} 字节，超过上限 {config.max_body_bytes} 字节")
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise error("cap.json", "body", f"line {exc.lineno}, column {exc.colno}: {exc.msg}",
                     f"第 {exc.lineno} 行第 {exc.colno} 列：JSON 语法错误（{exc.msg}）") from None
     except (UnicodeDecodeError, RecursionError) as exc:
         raise error("cap.json", "body", f"not readable JSON: {type(exc).__name__}",
                     "无法读取的 JSON") from None
+    limits.check_json(data, config.limits)
     alert = capjson.alert_from_dict(data)
     xml = capxml.alert_to_xml(rules.drop_empty_polygons(alert))
     validate_schema(etree.fromstring(xml.encode("utf-8"), xmlsafe.safe_parser()))
     return _judged(alert, xml, ())
+
+
+def _no_constant(name: str) -> float:
+    """JSON's NaN and Infinity are not JSON (RFC 8259) and mean nothing in a warning."""
+    raise error("cap.json", "body", f"{name} is not a number JSON allows", f"{name} 不是 JSON 允许的数值")
 
 
 def _judged(alert: Alert, cap_xml: str, notes: tuple[ValidationNote, ...]) -> ParsedAlert:
