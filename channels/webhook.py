@@ -5,6 +5,12 @@ webhook id is stable across retries (`msg_warnd_<delivery id>`), so receivers
 that de-duplicate by `webhook-id` make a re-send harmless. Redirects are never
 followed (a redirect could point the request at an internal address). Every
 failure is mapped to a `SendResult` by one pure function, `classify`.
+
+The SSRF guard runs again at connect time, on the very address the socket is
+about to connect to (`GuardedConnector`): a name that now resolves to 127.0.0.1
+(DNS rebinding), or a loopback subscriber stored while `allow_private_urls` was
+on, is refused as `webhook.unsafe_address` and never retried.
+连接时再做一次 SSRF 检查：只连接通过检查的 IP，被拒的投递记为永久失败。
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import base64
 import binascii
 import json
 import secrets
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -19,11 +26,13 @@ from email.utils import parsedate_to_datetime
 from functools import lru_cache
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import EmptyWebhookSecretError
 
 from warnd.config import WebhookConfig
 from warnd.domain.model import MsgType
+from warnd.domain.urlsafety import UnsafeAddress, connect_problem
 from warnd.ingest.capjson import alert_to_dict
 from warnd.render import render as render_template
 from warnd.render import warning_context
@@ -37,6 +46,7 @@ MAX_RETRY_AFTER = 600.0  # seconds; a warning older than this is stale anyway
 RETRY_STATUSES = frozenset({408, 425, 429})
 DETAIL_BYTES = 256  # how much of an error response body is kept as detail
 DRAIN_BYTES = 65536  # a longer answer is not read to its end (the connection is dropped)
+UNSAFE_ADDRESS = "webhook.unsafe_address"  # the code of a send the SSRF guard refused at connect time
 EVENT_TYPES = {MsgType.ALERT: "warning.alert", MsgType.UPDATE: "warning.update",
                MsgType.CANCEL: "warning.cancel"}
 
@@ -95,6 +105,8 @@ def classify(status: int | None, exc: BaseException | None, headers: Mapping[str
 
 
 def _classify_exception(exc: BaseException) -> SendResult:
+    if isinstance(exc, UnsafeAddress):  # the SSRF guard: the address will not become safe by waiting
+        return SendResult(Outcome.FAILED, UNSAFE_ADDRESS, detail=str(exc)[:DETAIL_BYTES])
     detail = f"{type(exc).__name__}: {exc}"[:DETAIL_BYTES]
     # Order matters: aiohttp's exceptions inherit from several of these.
     if isinstance(exc, TimeoutError):  # asyncio.TimeoutError, aiohttp.ServerTimeoutError
@@ -145,6 +157,81 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
+# --- the SSRF guard at connect time
+
+
+def screen(host: str, results: list[ResolveResult], allow_private: bool) -> list[ResolveResult]:
+    """The addresses of `host` the guard lets us connect to.
+
+    Refused ones are dropped rather than failing the whole answer: what is left is
+    safe to connect to. Raises UnsafeAddress when the guard refused them all.
+    """
+    kept, refused = [], []
+    for result in results:
+        reason = connect_problem(result["host"], allow_private=allow_private)
+        if reason is None:
+            kept.append(result)
+        else:
+            refused.append((result["host"], reason))
+    if refused and not kept:
+        raise UnsafeAddress(host, refused)
+    return kept
+
+
+class GuardedResolver(AbstractResolver):
+    """A resolver that hands on only the answers the guard accepts.
+
+    It wraps the real DNS, so aiohttp's DNS cache, which stores what the
+    resolver returns, only ever holds guarded answers.
+    """
+
+    def __init__(self, dns: AbstractResolver, *, allow_private: bool) -> None:
+        self._dns = dns
+        self._allow_private = allow_private
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        return screen(host, await self._dns.resolve(host, port, family), self._allow_private)
+
+    async def close(self) -> None:
+        await self._dns.close()
+
+
+class GuardedConnector(aiohttp.TCPConnector):
+    """A TCPConnector that connects only to addresses the guard accepts.
+
+    aiohttp asks its resolver only about names it has not cached: an IP literal
+    in the URL and a DNS-cache hit go to the socket without it. `_resolve_host`
+    is where all three meet right before connecting, so its answer is screened
+    too (a test pins this override to aiohttp's behaviour).
+    """
+
+    def __init__(self, *, allow_private: bool, dns: AbstractResolver | None = None, **kwargs) -> None:
+        resolver = GuardedResolver(dns or aiohttp.DefaultResolver(), allow_private=allow_private)
+        super().__init__(resolver=resolver, **kwargs)
+        self._guarded_resolver = resolver  # passed in, so not closed by aiohttp: see close()
+        self._allow_private = allow_private
+
+    async def _resolve_host(self, host: str, port: int, traces=None) -> list[ResolveResult]:  # noqa: ANN001
+        return screen(host, await super()._resolve_host(host, port, traces=traces), self._allow_private)
+
+    async def close(self, *, abort_ssl: bool = False) -> None:
+        await super().close(abort_ssl=abort_ssl)
+        await self._guarded_resolver.close()
+
+
+def guarded_session(config: WebhookConfig, dns: AbstractResolver | None = None) -> aiohttp.ClientSession:
+    """The channel's HTTP session: every connection through the guard.
+
+    `dns` replaces the system resolver (tests give a fake DNS). The environment's
+    proxy settings are ignored: a proxy would resolve the name itself, past the guard.
+    """
+    connector = GuardedConnector(allow_private=config.allow_private_urls, dns=dns, limit=config.concurrency,
+                                 limit_per_host=config.concurrency, ttl_dns_cache=300)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=config.timeout_seconds),
+                                 cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
+
+
 RENDER_CACHE = 256
 
 
@@ -162,17 +249,13 @@ class WebhookChannel:
     new_secret = staticmethod(new_secret)
 
     def __init__(self, config: WebhookConfig, session_factory: SessionFactory | None = None) -> None:
+        """`session_factory` is for tests; one it gives should come from `guarded_session`,
+        or the connect-time SSRF guard is not in the path."""
         self.config = config
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_seconds)
-        self._session_factory = session_factory or self._default_session
+        self._session_factory = session_factory or (lambda: guarded_session(config))
         self._session: aiohttp.ClientSession | None = None
         self._rendered: dict[tuple, _Shared] = {}
-
-    def _default_session(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=self.config.concurrency,
-                                         limit_per_host=self.config.concurrency, ttl_dns_cache=300)
-        return aiohttp.ClientSession(connector=connector, timeout=self._timeout,
-                                     cookie_jar=aiohttp.DummyCookieJar())
 
     def render(self, message: Message) -> Rendered:
         alert, recipient = message.alert, message.recipient

@@ -10,12 +10,14 @@ from standardwebhooks import Webhook
 
 from warnd.config import Config, WebhookConfig, load_config
 from warnd.domain.model import MsgType, Status
+from warnd.domain.urlsafety import UnsafeAddress
 from warnd.sim.webhook_sink import WebhookSink
 from warnd_channels import conformance as kit
 from warnd_channels.base import Outcome, Recipient
 from warnd_channels.registry import build_channels
-from warnd_channels.webhook import (CAP_CONTENT_TYPE, JSON_CONTENT_TYPE, MAX_RETRY_AFTER, InvalidSecret,
-                                    WebhookChannel, classify, new_secret, parse_retry_after, webhook_id)
+from warnd_channels.webhook import (CAP_CONTENT_TYPE, JSON_CONTENT_TYPE, MAX_RETRY_AFTER, UNSAFE_ADDRESS,
+                                    InvalidSecret, WebhookChannel, classify, new_secret, parse_retry_after,
+                                    webhook_id)
 
 SECRET = new_secret()
 
@@ -25,6 +27,8 @@ CASES = [
     *kit.http_status_cases(lambda status, headers: (status, None, headers), max_retry_after=MAX_RETRY_AFTER),
     *kit.aiohttp_transport_cases(lambda exc: (None, exc, {})),
     kit.Case("exc-invalid-secret", (None, InvalidSecret("bad"), {}), Outcome.FAILED, "secret"),
+    kit.Case("exc-unsafe-address", (None, UnsafeAddress("h.example", [("127.0.0.1", "loopback")]), {}),
+             Outcome.FAILED, UNSAFE_ADDRESS, None),  # the connect-time SSRF guard: never retried
     kit.Case("exc-unexpected", (None, RuntimeError("bug"), {}), Outcome.RETRY, "error"),
     kit.Case("nothing", (None, None, {}), Outcome.RETRY, "error"),
 ]
@@ -179,7 +183,7 @@ async def test_410_is_permanent(channel, sink):
 
 async def test_timeout(sink):
     sink.configure("/slow", latency=1.0)
-    channel = WebhookChannel(WebhookConfig(timeout_seconds=0.2))
+    channel = WebhookChannel(WebhookConfig(allow_private_urls=True, timeout_seconds=0.2))
     try:
         result = await deliver(channel, sink.url("/slow"))
     finally:
@@ -222,7 +226,7 @@ async def test_drill_never_sent_to_a_public_outlet(channel, sink):
 
 async def test_send_never_raises(trouble):
     trouble.delay = 2.0
-    channel = WebhookChannel(WebhookConfig(timeout_seconds=0.5))
+    channel = WebhookChannel(WebhookConfig(allow_private_urls=True, timeout_seconds=0.5))
     try:
         messages = [kit.sample_message(recipient(url), delivery_id=i) for i, url in enumerate(trouble.urls())]
         results = await kit.check_send_never_raises(channel, messages)
@@ -236,7 +240,7 @@ async def test_send_never_raises(trouble):
 
 
 async def test_one_session_created_lazily(sink):
-    channel = WebhookChannel(WebhookConfig())
+    channel = WebhookChannel(WebhookConfig(allow_private_urls=True))
     assert channel._session is None
     for i in range(3):
         assert (await deliver(channel, sink.url("/sub"), delivery_id=i)).outcome is Outcome.DELIVERED

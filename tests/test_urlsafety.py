@@ -6,7 +6,7 @@ import ipaddress
 import pytest
 
 from warnd.domain.errors import WarndError
-from warnd.domain.urlsafety import address_problem, check_url, check_url_async
+from warnd.domain.urlsafety import UnsafeAddress, address_problem, check_url, check_url_async, connect_problem
 
 REFUSED_ALWAYS = [
     "ftp://93.184.216.34/feed",
@@ -130,3 +130,31 @@ def test_address_problem_for_resolvers():
     assert address_problem(ipaddress.ip_address("8.8.8.8"), allow_private=False) is None
     assert address_problem(ipaddress.ip_address("192.168.0.1"), allow_private=False)
     assert address_problem(ipaddress.ip_address("192.168.0.1"), allow_private=True) is None
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1", "::ffff:127.0.0.1", "::ffff:7f00:1", "10.0.0.5",
+                                     "fd00::1"])
+def test_connect_problem_private_unless_allowed(address):
+    """What a resolver hands the connector is judged like a URL's host (mapped IPv6 included)."""
+    assert connect_problem(address, allow_private=False)
+    assert connect_problem(address, allow_private=True) is None
+
+
+@pytest.mark.parametrize("address", ["169.254.169.254", "::ffff:169.254.169.254", "100.100.100.200", "0.0.0.0",
+                                     "fe80::1%eth0", "localhost", ""])
+def test_connect_problem_refused_always(address):
+    """Metadata, link-local, zone ids and anything that is not an IP address are never connected to."""
+    assert connect_problem(address, allow_private=True)
+
+
+def test_connect_problem_public():
+    assert connect_problem("93.184.216.34", allow_private=False) is None
+    assert connect_problem("2606:4700:4700::1111", allow_private=False) is None
+
+
+def test_unsafe_address_says_why_in_both_languages():
+    exc = UnsafeAddress("rebind.example", [(f"127.0.0.{i}", "loopback") for i in range(1, 6)])
+    text = str(exc)
+    assert "rebind.example" in text and "127.0.0.1 is loopback" in text and "+2 more" in text
+    assert "回环地址" in text and "另有 2 个" in text and "127.0.0.4" not in text
+    assert not isinstance(exc, OSError)  # aiohttp would turn an OSError into a retried DNS error

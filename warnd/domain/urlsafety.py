@@ -6,18 +6,19 @@ and private addresses are allowed when `allow_private` is set (tests, demos,
 a sink on the same machine); link-local (which holds the cloud metadata
 services), multicast, unspecified and reserved addresses never are.
 
-A check at registration does NOT stop DNS rebinding: the name may resolve to a
-public address today and to 127.0.0.1 when we send. The sender therefore calls
-`check_url` again right before each send (cheap for IP literals: no DNS), and
-the strongest form is a resolver for the HTTP client that drops every address
-for which `address_problem` returns a reason, so the checked address is the one
-connected to.
+A check at registration does NOT stop DNS rebinding (the name may resolve to a
+public address today and to 127.0.0.1 when we send), nor a subscriber stored
+while `allow_private` was on and sent to after it was turned off. The webhook
+channel therefore checks again at connect time, the address it is about to
+connect to (`connect_problem`), and raises `UnsafeAddress` when none is left.
+注册时的检查挡不住 DNS 重绑定；发送端在建立连接时对实际要连接的 IP 再查一次。
 """
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -159,7 +160,9 @@ _REASONS_ZH = {
     "reserved": "保留地址",
     "site-local": "站点本地地址",
     "private or not globally routable": "内网或非全球可路由地址",
+    "not an IP address": "不是 IP 地址",
 }
+SHOWN_ADDRESSES = 3  # an UnsafeAddress message names at most this many (it ends up in a 256-character detail)
 
 
 def _check_addresses(host: str | None, addresses: list[IPAddress], allow_private: bool) -> None:
@@ -219,3 +222,35 @@ async def check_url_async(url: str, *, allow_private: bool) -> None:
     if not infos:
         raise _cannot_resolve(target.host, OSError("no addresses"))
     _check_addresses(target.host, _addresses(infos), allow_private)
+
+
+def connect_problem(address: str, *, allow_private: bool) -> str | None:
+    """Why the sender may not connect to `address` (an IP as text, as resolvers give it), or None.
+
+    Text that is not an IP address is refused: at connect time there is nothing left to resolve.
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return "not an IP address"
+    return address_problem(ip, allow_private=allow_private)
+
+
+class UnsafeAddress(Exception):
+    """Every address of a webhook host was refused by the guard at connect time.
+
+    Deliberately not an OSError: aiohttp wraps resolver OSErrors into a DNS error,
+    which the channel retries, and an unsafe address must fail for good.
+    """
+
+    def __init__(self, host: str, refused: Sequence[tuple[str, str]]) -> None:
+        self.host = host
+        self.refused = tuple(refused)  # (address, reason in English)
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        shown, more = self.refused[:SHOWN_ADDRESSES], len(self.refused) - SHOWN_ADDRESSES
+        en = "; ".join(f"{ip} is {reason}" for ip, reason in shown) + (f"; +{more} more" if more > 0 else "")
+        zh = "；".join(f"{ip} 属于{_REASONS_ZH.get(reason, reason)}" for ip, reason in shown) + \
+            (f"；另有 {more} 个" if more > 0 else "")
+        return f"refused to connect to {self.host}: {en} / 拒绝连接 {self.host}：{zh}"
