@@ -1,4 +1,9 @@
-"""Answers from people: SMS replies and key presses become confirmations, every one recorded."""
+"""Answers from people: SMS replies and key presses become confirmations, every one recorded.
+
+A provider's message is applied once (its MessageSid or CallSid is the key, see
+ConfirmationStore.answer): a replay, even one after a new warning opened, confirms
+nothing and is told apart (`Answer.replayed`, `key_press` None).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,6 +18,7 @@ from warnd.store.confirmations import ConfirmationStore, Inbound
 class Answer:
     decision: ReplyDecision
     language: str
+    replayed: bool = False  # this MessageSid was applied before: nothing changed
 
     @property
     def text(self) -> str:
@@ -32,14 +38,16 @@ class Answers:
         decision = interpret_reply(body, self.config.sms.confirm_words, items)
         person = ids[0] if ids else None  # a number shared by several people: the first answers
         confirming = decision.kind is Kind.CONFIRM
-        await self.store.answer(
+        changed = await self.store.answer(
             Inbound(self.clock.now(), "sms", from_number, body, person, provider_ref=provider_ref),
             list(decision.confirmation_ids),
             lambda n: ("confirmed" if n else "repeated") if confirming else decision.kind.value, confirm=confirming)
-        return Answer(decision, people[0][1] if people else "zh-CN")
+        return Answer(decision, people[0][1] if people else "zh-CN", replayed=changed is None)
 
-    async def key_press(self, delivery_id: int, digits: str, from_number: str, call_ref: str | None) -> bool:
-        """A digit pressed on a warning call; "1" confirms that warning for the callee."""
+    async def key_press(self, delivery_id: int, digits: str, from_number: str, call_ref: str | None) -> bool | None:
+        """A digit pressed on a warning call; "1" confirms that warning for the callee.
+
+        Whether it counts as confirmed; None when this call's key press was applied before."""
         found = await self.store.recipient_of(delivery_id)
         ids: list[int] = []
         person = None
@@ -51,6 +59,8 @@ class Answers:
         outcome = (lambda n: "confirmed" if n else "repeated") if pressed_1 else (lambda n: "ignored")
         changed = await self.store.answer(Inbound(self.clock.now(), "voice", from_number, digits, person,
                                                   delivery_id, call_ref), ids, outcome)
+        if changed is None:
+            return None
         return pressed_1 and (changed > 0 or not ids)
 
     async def link_confirm(self, warning_id: int, person_id: str) -> int:

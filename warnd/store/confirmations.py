@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from warnd.domain.confirmation import OpenItem
@@ -70,16 +71,25 @@ class ConfirmationStore:
 
     async def answer(self, inbound: Inbound, ids: list[int], outcome: Callable[[int], str], *,
                      confirm: bool = True, confirmed_by: str | None = None, reason: str | None = None,
-                     actor: str | None = None, action: str = "confirmation.record") -> int:
+                     actor: str | None = None, action: str = "confirmation.record") -> int | None:
         """Record what came in and (`confirm`) confirm `ids` (open → confirmed, late if past the
         deadline), in one transaction shared with other answers (group commit): with it, the
         rest of the grids' ladders skipped and their queued sends cancelled. A repeat
         changes nothing. `outcome(confirmed)` names the inbound row's outcome; returns how
         many requirements this answer confirmed. With an `actor` it is audited as `action`
-        (an operator's record, a person's click on a link), in that same transaction."""
+        (an operator's record, a person's click on a link), in that same transaction.
+
+        A provider's message is applied once: with a `provider_ref` (MessageSid, CallSid) that
+        is already recorded for the channel, nothing changes and None is returned. The row is
+        written first, so a replay confirms nothing, not even a warning opened since (the
+        `ids` it was given are the open ones of now)."""
         c = confirmations.c
 
-        async def work(conn: AsyncConnection) -> int:
+        async def work(conn: AsyncConnection) -> int | None:
+            expected = outcome(len(ids) if confirm else 0)  # the outcome unless some were answered meanwhile
+            row_id = await self._record(conn, inbound, ids, expected)
+            if row_id is None:
+                return None
             done: list[int] = []
             if confirm and ids:
                 done = list((await conn.execute(
@@ -90,10 +100,9 @@ class ConfirmationStore:
                             version=c.version + 1)
                     .returning(c.id))).scalars())
                 await stop_grids(conn, done, inbound.at, "confirmed")
-            await conn.execute(sa.insert(inbound_table).values(
-                at=inbound.at, channel=inbound.channel, from_address=inbound.from_address,
-                body=inbound.body[:2000], outcome=outcome(len(done)), confirmation_ids=ids,
-                person_id=inbound.person_id, delivery_id=inbound.delivery_id, provider_ref=inbound.provider_ref))
+            if outcome(len(done)) != expected:
+                await conn.execute(sa.update(inbound_table).where(inbound_table.c.id == row_id)
+                                   .values(outcome=outcome(len(done))))
             if actor is not None:  # who, and on someone's behalf why; last in the work (see audit)
                 await audit.append(conn, self.db, inbound.at, actor, action, f"confirmations:{ids}",
                                    {"person_id": inbound.person_id, "channel": inbound.channel, "reason": reason,
@@ -101,6 +110,20 @@ class ConfirmationStore:
             return len(done)
 
         return await self.db.write_grouped(work)
+
+    async def _record(self, conn: AsyncConnection, inbound: Inbound, ids: list[int], outcome: str) -> int | None:
+        """Insert the inbound row; its id, or None when (channel, provider_ref) is already recorded.
+
+        ON CONFLICT DO NOTHING, not a caught IntegrityError: on PostgreSQL no error aborts the
+        group's transaction, and a second node's copy waits for the first's commit and then
+        finds it. Rows without a provider_ref (links, operators) never conflict."""
+        i = inbound_table.c
+        insert = (sqlite.insert if self.db.is_sqlite else postgresql.insert)(inbound_table).values(
+            at=inbound.at, channel=inbound.channel, from_address=inbound.from_address,
+            body=inbound.body[:2000], outcome=outcome, confirmation_ids=ids,
+            person_id=inbound.person_id, delivery_id=inbound.delivery_id, provider_ref=inbound.provider_ref)
+        return (await conn.execute(insert.on_conflict_do_nothing(index_elements=[i.channel, i.provider_ref])
+                                   .returning(i.id))).scalar()
 
     async def recipient_of(self, delivery_id: int) -> tuple[int, str, str] | None:
         """(warning id, recipient kind, recipient id) of a delivery."""
