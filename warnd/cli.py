@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from warnd.commands import approvals, audit, tokens, users
-from warnd.commands.common import CONFIG_OPTION, DB_OPTION
+from warnd.commands.common import CONFIG_OPTION, DB_OPTION, with_database
 from warnd.commands.common import load as _config
 from warnd.commands.common import run as _run
 from warnd.config import Config
@@ -99,15 +99,10 @@ def directory_import(config_path: str | None, database_url: str | None, files: t
 async def _import(config: Config, paths: list[Path]) -> dict:
     from warnd.clock import SystemClock
     from warnd.ingest.directory import load_directory
-    from warnd.store.database import Database
     from warnd.store.directory import DirectoryStore
     data = load_directory(paths)
-    database = Database(config.database_url)
-    try:
-        store = DirectoryStore(database, SystemClock(), allow_private_urls=config.webhook.allow_private_urls)
-        return await store.import_data(data)
-    finally:
-        await database.close()
+    return await with_database(config, lambda db: DirectoryStore(
+        db, SystemClock(), allow_private_urls=config.webhook.allow_private_urls).import_data(data))
 
 
 @main.group()

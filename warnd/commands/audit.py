@@ -5,8 +5,7 @@ import sys
 
 import click
 
-from warnd.commands.common import CONFIG_OPTION, DB_OPTION, load, run
-from warnd.config import Config
+from warnd.commands.common import CONFIG_OPTION, DB_OPTION, load, run, with_database
 from warnd.domain.errors import WarndError
 
 
@@ -22,7 +21,7 @@ def audit_verify(config_path: str | None, database_url: str | None) -> None:
     """Check that no entry was changed or removed; exit 1 naming the first broken one / 校验审计链."""
     from warnd.store import audit as audit_log
     config = load(config_path, database_url=database_url)
-    verdict = run(_audit(config, audit_log.check))
+    verdict = run(with_database(config, audit_log.check))
     if not verdict.intact:
         e = verdict.first_broken
         at = e.at.isoformat()
@@ -50,10 +49,10 @@ def audit_export(config_path: str | None, database_url: str | None, since: str |
     config = load(config_path, database_url=database_url)
     where = audit_log.Filter(since=_moment(since, "since"), until=_moment(until, "until"))
     if output is None:
-        run(_audit(config, lambda db: _export(db, where, fmt, sys.stdout)))
+        run(with_database(config, lambda db: _export(db, where, fmt, sys.stdout)))
         return
     with open(output, "w", encoding="utf-8", newline="") as out:
-        n = run(_audit(config, lambda db: _export(db, where, fmt, out, progress=True)))
+        n = run(with_database(config, lambda db: _export(db, where, fmt, out, progress=True)))
     click.echo(f"{n} entries written to {output} / 已导出 {n} 条", err=True)
 
 
@@ -67,14 +66,6 @@ def _moment(text: str | None, name: str):  # noqa: ANN202 - datetime | None
         p = err.problems[0]
         raise click.BadParameter(f"{p.detail_en} / {p.detail_zh}", param_hint=f"--{name}") from None
 
-
-async def _audit(config: Config, work):  # noqa: ANN001, ANN202 - Database -> awaitable
-    from warnd.store.database import Database
-    database = Database(config.database_url)
-    try:
-        return await work(database)
-    finally:
-        await database.close()
 
 
 async def _export(database, where, fmt: str, out, *, progress: bool = False) -> int:  # noqa: ANN001

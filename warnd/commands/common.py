@@ -32,3 +32,13 @@ def run(coro):  # noqa: ANN001, ANN202
         first = str(exc.orig if exc.orig else exc).splitlines()[0]
         raise click.ClickException(f"database error: {first}\n(has `warnd db upgrade` been run? / "
                                    "是否已运行 warnd db upgrade？)") from None
+
+
+async def with_database(config: Config, work):  # noqa: ANN001, ANN201 - Database -> awaitable
+    """Open the configured database for one command's work, and always close it."""
+    from warnd.store.database import Database
+    database = Database(config.database_url)
+    try:
+        return await work(database)
+    finally:
+        await database.close()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from warnd.commands.common import CONFIG_OPTION, DB_OPTION, load, run
+from warnd.commands.common import CONFIG_OPTION, DB_OPTION, load, run, with_database
 from warnd.config import Config
 
 
@@ -112,10 +112,5 @@ def days_from_now(days: float | None):  # noqa: ANN202 - datetime | None
 
 async def _tokens(config: Config, work):  # noqa: ANN001, ANN202 - TokenStore -> awaitable
     from warnd.clock import SystemClock
-    from warnd.store.database import Database
     from warnd.store.tokens import TokenStore
-    database = Database(config.database_url)
-    try:
-        return await work(TokenStore(database, SystemClock()))
-    finally:
-        await database.close()
+    return await with_database(config, lambda db: work(TokenStore(db, SystemClock())))

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from warnd.commands.common import CONFIG_OPTION, DB_OPTION, load, run
+from warnd.commands.common import CONFIG_OPTION, DB_OPTION, load, run, with_database
 from warnd.commands.tokens import csv_list, days_from_now, when
 from warnd.config import Config
 from warnd.domain.authority import PERSON_ROLES
@@ -28,13 +28,8 @@ def _password(prompt: str) -> str:
 
 async def _users(config: Config, work):  # noqa: ANN001, ANN202 - UserStore -> awaitable
     from warnd.clock import SystemClock
-    from warnd.store.database import Database
     from warnd.store.users import UserStore
-    database = Database(config.database_url)
-    try:
-        return await work(UserStore(database, SystemClock(), config.accounts))
-    finally:
-        await database.close()
+    return await with_database(config, lambda db: work(UserStore(db, SystemClock(), config.accounts)))
 
 
 @user.command("create")

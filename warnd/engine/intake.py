@@ -122,10 +122,9 @@ class Intake:
 
     async def _stored(self, warning_id: int, approver: Scope) -> ParsedAlert:
         require(approver, Right.APPROVE)
-        found = await self.warnings.cap_of(warning_id)
-        if found is None:
+        cap_xml = await self.warnings.cap_of(warning_id)
+        if cap_xml is None:
             raise WarndError("warning.not_found")
-        _, department, cap_xml = found
         parsed = parse_warning(cap_xml.encode(), "application/cap+xml", self.config)
         targets = await self.resolve(parsed.alert)
         if not covers_all(approver, list(targets.codes), await self.directory.parents_of(targets.codes)):

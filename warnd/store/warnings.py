@@ -161,12 +161,10 @@ class WarningStore:
                                {"code": "approval.overdue"})
         return True
 
-    async def cap_of(self, warning_id: int) -> tuple[str, str | None, str] | None:
-        """(state, department, cap_xml) of a stored warning."""
-        w = warnings.c
+    async def cap_of(self, warning_id: int) -> str | None:
+        """The stored CAP XML of a warning, or None if there is no such warning."""
         async with self.db.read() as conn:
-            row = (await conn.execute(sa.select(w.state, w.department, w.cap_xml).where(w.id == warning_id))).first()
-        return None if row is None else (row.state, row.department, row.cap_xml)
+            return (await conn.execute(sa.select(warnings.c.cap_xml).where(warnings.c.id == warning_id))).scalar()
 
     async def referenced(self, alert: Alert) -> list[Referenced]:
         """The stored warnings this message references, and the first warning of each of their chains."""
