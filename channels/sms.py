@@ -10,6 +10,8 @@ and the logs show what a message costs.
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
+from typing import Any
 
 from warnd.config import SmsConfig, TwilioConfig
 from warnd.domain.sms_segments import segment_info
@@ -17,7 +19,8 @@ from warnd.render import render as render_template
 from warnd.render import warning_context
 
 from .base import Message, Outcome, Rendered, SendResult
-from .twilio_common import CallbackUrl, Receipt, TwilioApi, classify, message_receipt, sender
+from .twilio_common import (LOOKUP_PAGE, CallbackUrl, ProviderSend, Receipt, TwilioApi, classify, message_receipt,
+                            sender)
 
 log = logging.getLogger("warnd_channels.sms")
 TEMPLATES = {"warning": "text", "door_ask": "door_ask", "door_to_door": "door_to_door"}
@@ -71,8 +74,27 @@ class SmsChannel:
                                        "ErrorCode": "" if m.error_code is None else str(m.error_code)}),
             self.config.timeout_seconds)
 
+    async def find(self, to: str, since: datetime) -> list[ProviderSend] | None:
+        """Messages from us to `to` created since `since`, newest first (an uncertain send: is
+        it at Twilio?); None when the lookup failed. Twilio filters DateSent by day (UTC), so
+        the list asks for `since`'s day on and the rest is cut by creation time."""
+        sender = {"from_": self._sender["from_"]} if "from_" in self._sender else {}
+        day = since.astimezone(timezone.utc).strftime("%Y-%m-%d")
+        return await self.api.find(
+            lambda client: client.messages.stream_async(to=to, date_sent_after=day, page_size=LOOKUP_PAGE, **sender),
+            _message_send, since, self.config.timeout_seconds)
+
     async def close(self) -> None:
         await self.api.close()
+
+
+def _message_send(m: Any) -> ProviderSend:
+    """A listed message, read like its status callback."""
+    sid = str(m.sid)
+    receipt = message_receipt({"MessageStatus": str(m.status or ""), "MessageSid": sid,
+                               "ErrorCode": "" if m.error_code is None else str(m.error_code)})
+    created = m.date_created or m.date_sent or datetime.now(timezone.utc)
+    return ProviderSend(sid, created, receipt or Receipt("sent", f"twilio.{m.status or ''}", sid))
 
 
 def segments_of(rendered: Rendered) -> int | None:

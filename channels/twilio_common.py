@@ -20,7 +20,7 @@ import socket
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -219,6 +219,28 @@ class TwilioApi:
             return None
         return read(found) or Receipt("sent", f"twilio.{found.status or ''}", sid)
 
+    async def find(self, make: Callable[[Client], Awaitable[Any]], read: Callable[[Any], "ProviderSend"],
+                   since: datetime, timeout: float) -> list["ProviderSend"] | None:
+        """The messages or calls a list lookup returns (`make` gives the SDK's stream, newest
+        first), read until one was created before `since`; None when the lookup failed
+        (5xx, 429, timeout: logged, and the caller asks again later, never sends blind)."""
+        async def collect() -> list[ProviderSend]:
+            found: list[ProviderSend] = []
+            async for record in await make(self.client):
+                send = read(record)
+                if send.created_at < since:  # the list is newest first: the rest is older still
+                    break
+                found.append(send)
+                if len(found) >= LOOKUP_LIMIT:
+                    break
+            return found
+
+        try:
+            return await asyncio.wait_for(collect(), timeout)
+        except Exception as exc:  # noqa: BLE001 - every failure is "not looked up"
+            log.warning("twilio list lookup failed", extra={"error": f"{type(exc).__name__}: {_cut(str(exc))}"})
+            return None
+
     async def close(self) -> None:
         if self._client is not None:
             await self._client.http_client.close()
@@ -249,6 +271,51 @@ class Receipt:
     code: str  # "twilio.delivered", "twilio.30003", "twilio.no-answer" …
     provider_ref: str
     detail: str = ""
+
+
+# --- uncertain sends: is it at Twilio? ------------------------------------------------
+# Twilio's Message and Call resources do not return their StatusCallback, so a send whose
+# outcome is unknown is matched by recipient (the lookup's To and From) and by time: it
+# was created after it was handed and before its send's deadline.
+
+LOOKUP_PAGE = 50  # records per list page
+LOOKUP_LIMIT = 200  # records read per lookup at most (one number's sends around one moment)
+MATCH_SKEW = timedelta(seconds=5)  # Twilio's dates are whole seconds, and its clock is not ours
+
+
+@dataclass(frozen=True)
+class ProviderSend:
+    """A message or call as a list lookup returns it, read like a status callback."""
+
+    sid: str
+    created_at: datetime
+    receipt: Receipt  # state "sent" while it is still on its way
+
+
+def send_window(handed_at: datetime | None, created_at: datetime, updated_at: datetime,
+                send_seconds: float) -> tuple[datetime, datetime]:
+    """When the provider may have created a send: from its hand to the send's deadline
+    (`send_seconds`: the channel's timeout and the dispatcher's margin), give or take the
+    skew. Sends from before the handed mark: from the delivery's planning to when it
+    became uncertain."""
+    if handed_at is None:
+        return created_at - MATCH_SKEW, updated_at + MATCH_SKEW
+    return handed_at - MATCH_SKEW, handed_at + timedelta(seconds=send_seconds) + MATCH_SKEW
+
+
+def pick(wanted: list[tuple[int, datetime, datetime]], sends: list[ProviderSend],
+         taken: set[str]) -> dict[int, ProviderSend | None]:
+    """Which provider send is which uncertain delivery (`wanted`: id, window start, end, all
+    to one number): earliest window first, each takes the earliest send in its window that
+    no delivery owns (`taken`) and no earlier one took; None: the provider does not have it."""
+    free = sorted((s for s in sends if s.sid not in taken), key=lambda s: s.created_at)
+    picked: dict[int, ProviderSend | None] = {}
+    for key, start, end in sorted(wanted, key=lambda w: (w[1], w[0])):
+        match = next((s for s in free if start <= s.created_at <= end), None)
+        if match is not None:
+            free.remove(match)
+        picked[key] = match
+    return picked
 
 
 MESSAGE_ERRORS = {  # ErrorCode of an undelivered/failed message
@@ -351,6 +418,6 @@ def _say_repeated(response: VoiceResponse, texts: list[str], lang: str, repeat: 
             response.say(text, language=lang)
 
 
-__all__ = ["MAX_RETRY_AFTER", "CallbackUrl", "Receipt", "TwilioApi", "call_receipt", "classify",
-           "message_receipt", "say_language", "sender", "twiml_announce", "twiml_gather", "twiml_reply",
-           "twiml_say", "verify_request"]
+__all__ = ["MAX_RETRY_AFTER", "CallbackUrl", "ProviderSend", "Receipt", "TwilioApi", "call_receipt", "classify",
+           "message_receipt", "pick", "say_language", "send_window", "sender", "twiml_announce", "twiml_gather",
+           "twiml_reply", "twiml_say", "verify_request"]

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import datetime, timezone
+from typing import Any
 
 from warnd.config import TwilioConfig, VoiceConfig
 from warnd.render import render as render_template
 from warnd.render import warning_context
 
 from .base import Message, Outcome, Rendered, SendResult
-from .twilio_common import (CallbackUrl, Receipt, TwilioApi, call_receipt, say_language, sender, twiml_announce,
-                            twiml_gather)
+from .twilio_common import (LOOKUP_PAGE, CallbackUrl, ProviderSend, Receipt, TwilioApi, call_receipt, say_language,
+                            sender, twiml_announce, twiml_gather)
 
 log = logging.getLogger("warnd_channels.voice")
 
@@ -120,5 +122,22 @@ class VoiceChannel:
                                     "CallDuration": "" if c.duration is None else str(c.duration)}),
             self.config.timeout_seconds)
 
+    async def find(self, to: str, since: datetime) -> list[ProviderSend] | None:
+        """Calls from us to `to` created since `since`, newest first (an uncertain call: is it
+        at Twilio?); None when the lookup failed. Not filtered by StartTime: Twilio leaves it
+        empty until a call is dialled, and a queued call missed would ring twice."""
+        return await self.api.find(
+            lambda client: client.calls.stream_async(to=to, from_=self._from, page_size=LOOKUP_PAGE),
+            _call_send, since, self.config.timeout_seconds)
+
     async def close(self) -> None:
         await self.api.close()
+
+
+def _call_send(c: Any) -> ProviderSend:
+    """A listed call, read like its status callback."""
+    sid = str(c.sid)
+    receipt = call_receipt({"CallStatus": str(c.status or ""), "CallSid": sid,
+                            "CallDuration": "" if c.duration is None else str(c.duration)})
+    created = c.date_created or datetime.now(timezone.utc)
+    return ProviderSend(sid, created, receipt or Receipt("sent", f"twilio.{c.status or ''}", sid))

@@ -186,14 +186,15 @@ async def test_a_dead_nodes_claims_are_resent_when_receivers_dedupe(make_node, s
     await until(lambda: _eq(states(node, submitted.warning_id), {"delivered": 2}))
 
 
-async def test_claims_of_channels_that_do_not_dedupe_become_uncertain(make_node, clock, database):
+async def test_handed_claims_of_channels_that_do_not_dedupe_become_uncertain(make_node, clock, database):
     node = await make_node(start=False)
     await node.intake.submit(cap(alert()), XML, admin_scope())
     dead = DeliveryStore(database, clock, "other/1")
-    await dead.claim("webhook", 10, lease_seconds=60)
+    claimed = await dead.claim("webhook", 10, lease_seconds=60)
+    assert await dead.hand([claimed[0].id]) == {claimed[0].id}  # one reached the provider's door, one did not
     clock.advance(61)  # the lease ran out
     counts = await DeliveryStore(database, clock, "n1/now").recover("n1", dedupe_channels=set())
-    assert counts["uncertain"] == 2
+    assert counts == {"unsent": 1, "resent": 0, "uncertain": 1}
 
 
 async def test_a_claim_this_process_lost_track_of_is_recovered_once_its_lease_ran_out(make_node, clock, database):
@@ -201,9 +202,11 @@ async def test_a_claim_this_process_lost_track_of_is_recovered_once_its_lease_ra
     await node.intake.submit(cap(alert()), XML, admin_scope())
     await node.deliveries.claim("webhook", 10, lease_seconds=60)  # claimed, never sent nor written
     clock.advance(59)
-    assert await node.deliveries.recover("n1", dedupe_channels={"webhook"}) == {"pending": 0, "uncertain": 0}
+    assert await node.deliveries.recover("n1", dedupe_channels={"webhook"}) == {"unsent": 0, "resent": 0,
+                                                                                "uncertain": 0}
     clock.advance(2)
-    assert await node.deliveries.recover("n1", dedupe_channels={"webhook"}) == {"pending": 2, "uncertain": 0}
+    assert await node.deliveries.recover("n1", dedupe_channels={"webhook"}) == {"unsent": 2, "resent": 0,
+                                                                                "uncertain": 0}
 
 
 def test_a_lease_shorter_than_a_send_is_refused():

@@ -133,6 +133,35 @@ async def _sent_to(rig: Rig, number: str, n: int) -> bool:
 
 # --- (1) and (3): an SMS reply is applied once, even replayed after a new warning -----------------
 
+async def test_a_reply_replayed_after_a_new_red_warning_confirms_nothing(rig):
+    r = await rig(["sms"])
+    a = await r.submit("W-A")
+    await until(lambda: _sent_to(r, phone(0), 1))
+    url, form = r.sms_reply(phone(0), "1", new_sid("SM"))  # captured on its way: validly signed
+    status, text = await r.post(url, form)
+    assert status == 200 and "已确认收到" in text
+    assert (await r.one(confirmations, confirmations.c.warning_id == a,
+                        confirmations.c.person_id == "p0")).state == "confirmed"
+
+    b = await r.submit("W-B")  # a new red warning goes out to the same person
+    await until(lambda: _sent_to(r, phone(0), 2))
+    status, text = await r.post(url, form)  # the captured request, posted again
+    assert (status, text) == (200, EMPTY)  # 2xx for Twilio; nothing texted back
+
+    req = await r.one(confirmations, confirmations.c.warning_id == b, confirmations.c.person_id == "p0")
+    assert req.state == "open" and req.version == 1
+    ladder = await r.rows(rungs, rungs.c.confirmation_id == req.id)
+    assert ladder and {rung.state for rung in ladder} == {"pending"}  # its ladder was not skipped
+    assert len(await r.rows(inbound, inbound.c.provider_ref == form["MessageSid"])) == 1
+    assert len(await r.rows(inbound)) == 1
+    assert r.node.metrics.registry.get_sample_value("warnd_answers_total",
+                                                    {"channel": "sms", "outcome": "replayed"}) == 1
+
+    status, text = await r.post(*r.sms_reply(phone(0), "1", new_sid("SM")))  # a new reply does confirm B
+    assert status == 200 and "已确认收到" in text
+    assert (await r.one(confirmations, confirmations.c.id == req.id)).state == "confirmed"
+
+
 async def test_copies_of_one_reply_in_one_group_commit_apply_once_and_the_others_commit(rig, db_url):
     r = await rig(["sms"], dispatch=False)
     await r.submit("W-A")
@@ -159,12 +188,102 @@ async def test_copies_of_one_reply_in_one_group_commit_apply_once_and_the_others
         await other_node.db.close()
 
 
+async def test_a_key_press_of_one_call_applies_once(rig):
+    r = await rig(["voice"], {"speed": 10, "numbers": {phone(0): {"press": "1", "press_after": 0.1,
+                                                                  "answer_after": 0.1}}})
+    await r.submit("W-A")
+    await until(lambda: _confirmed(r, "p0"))
+    (call,) = r.sim.calls_to(phone(0))
+    action = parse_twiml(call.twiml or "").gather.action
+    assert action is not None
+    before = await r.one(confirmations, confirmations.c.person_id == "p0")
+    status, text = await r.post(action, call_form(call.sid, "in-progress", phone(0), Digits="1",
+                                                  FinishedOnKey=""))  # the key press, replayed
+    assert (status, text) == (200, EMPTY)
+    assert await r.one(confirmations, confirmations.c.person_id == "p0") == before
+    (row,) = await r.rows(inbound, inbound.c.provider_ref == call.sid)
+    assert (row.channel, row.outcome, row.body) == ("voice", "confirmed", "1")
+    assert len(await r.rows(inbound)) == 1
+
+
 async def _confirmed(r: Rig, person: str) -> bool:
     return bool(await r.rows(confirmations, confirmations.c.person_id == person,
                              confirmations.c.state == "confirmed"))
 
 
 # --- (2): a status callback settles only the attempt it belongs to ------------------------------
+
+async def test_a_late_callback_of_call_1_leaves_the_redial_alone(rig):
+    r = await rig(["voice"], {"speed": 20, "numbers": {phone(0): {"call": "no-answer"}}})
+    await r.submit("W-A")
+    mine = deliveries.c.address == phone(0)
+    await until(lambda: _row_is(r, mine, state="pending", attempts=1, last_code="twilio.no-answer"))
+    (first,) = r.sim.calls_to(phone(0))
+    # Call 2 is answered and stays on the line: its end comes only when the test says so.
+    r.sim.scenario.update({"numbers": {phone(0): {"call": "answer", "answer_after": 0.1, "hangup_after": 36000}}})
+    r.clock.advance(REDIAL_SECONDS + 1)
+    r.node.dispatcher.wake()
+    await until(lambda: _calls(r, phone(0), 2))
+    second = r.sim.calls_to(phone(0))[1]
+    await until(lambda: _row_is(r, mine, state="sent", attempts=2, provider_ref=second.sid))
+    before = await r.one(deliveries, mine)
+
+    for status, extra in (("no-answer", {"CallDuration": "0"}), ("completed", {"CallDuration": "12"})):
+        assert first.status_callback is not None
+        code, _ = await r.post(first.status_callback, call_form(first.sid, status, phone(0), **extra))
+        assert code == 204  # acknowledged, as Twilio expects
+    assert await r.one(deliveries, mine) == before  # call 2's state is unchanged
+
+    assert second.status_callback is not None and second.status_callback != first.status_callback
+    code, _ = await r.post(second.status_callback, call_form(second.sid, "completed", phone(0), CallDuration="30"))
+    assert code == 204
+    after = await r.one(deliveries, mine)
+    assert (after.state, after.attempts, after.provider_ref, after.last_code) == (
+        "delivered", 2, second.sid, "twilio.completed")
+
+
+async def test_a_callback_that_overtakes_its_send_result_is_matched_by_its_attempt(rig):
+    # No dispatcher: the test claims and records as the dispatcher would, to hold call 2 in `sending`.
+    r = await rig(["voice"], dispatch=False)
+    await r.submit("W-A")
+    store, mine = r.node.deliveries, deliveries.c.address == phone(0)
+    (row,) = [c for c in await store.claim("voice", 10, 60) if c.address == phone(0)]
+    first_url = r.node.callback_url("voice-status", row.id)  # as the channel builds it during the send
+    await _record(r, row.id, 1, "CA1")
+    assert await r.post(first_url, call_form("CA1", "no-answer", phone(0))) == (204, "")
+    assert (await r.one(deliveries, mine)).state == "pending"
+
+    r.clock.advance(REDIAL_SECONDS + 1)
+    (again,) = [c for c in await store.claim("voice", 10, 60) if c.address == phone(0)]
+    assert again.attempts == 2
+    second_url = r.node.callback_url("voice-status", row.id)
+    before = await r.one(deliveries, mine)
+    assert (before.state, before.provider_ref) == ("sending", None)  # call 2's SID is not known yet
+    await r.post(first_url, call_form("CA1", "completed", phone(0), CallDuration="9"))  # late, of call 1
+    assert await r.one(deliveries, mine) == before
+    # Call 2's own callback, before its send's result: matched by the attempt its URL names.
+    assert await r.post(second_url, call_form("CA2", "completed", phone(0), CallDuration="20")) == (204, "")
+    after = await r.one(deliveries, mine)
+    assert (after.state, after.provider_ref, after.last_code) == ("delivered", "CA2", "twilio.completed")
+    assert await store.apply([_applied(row.id, 2, "CA2", r.clock.now())]) == 0  # the result then changes nothing
+
+
+async def test_callback_urls_signed_before_the_attempt_was_named_still_settle_by_sid(rig):
+    r = await rig(["sms"], dispatch=False)
+    await r.submit("W-A")
+    store, mine = r.node.deliveries, deliveries.c.address == phone(0)
+    (row,) = [c for c in await store.claim("sms", 10, 60) if c.address == phone(0)]
+    await store.apply([_applied(row.id, 1, "SM1", r.clock.now())])
+    token = sign(r.node.secret_key, "sms-status", str(row.id), r.clock.now() + CALLBACK_VALIDITY)
+    old_url = f"{r.base}{CALLBACK_PATHS['sms-status']}?d={token}"  # the delivery id alone, as before
+    before = await r.one(deliveries, mine)
+    form = {"AccountSid": SID, "ApiVersion": "2010-04-01", "From": FROM, "To": phone(0),
+            "MessageStatus": "delivered", "SmsStatus": "delivered"}
+    assert await r.post(old_url, {**form, "MessageSid": "SMother", "SmsSid": "SMother"}) == (204, "")
+    assert await r.one(deliveries, mine) == before  # another message's SID: not this send's
+    assert await r.post(old_url, {**form, "MessageSid": "SM1", "SmsSid": "SM1"}) == (204, "")
+    assert (await r.one(deliveries, mine)).state == "delivered"
+
 
 async def _record(r: Rig, delivery_id: int, attempt: int, sid: str) -> None:
     assert await r.node.deliveries.apply([_applied(delivery_id, attempt, sid, r.clock.now())]) == 1
@@ -200,6 +319,25 @@ async def site(database, clock):
     yield Site(node, client, clock)
     await client.close()
     await node.stop()
+
+
+async def test_the_same_door_to_door_mark_again_changes_nothing_and_is_answered_as_done(site):
+    await site.submit()
+    _, path = await site.door_list()
+    first, *_ = _item_ids((await site.page(path))[2])
+    status, _, location, _ = await site.post(f"{path}/items/{first}", {"mark": "not_home"})
+    assert (status, location) == (303, f"{path}#i{first}")
+    before = await site.rows(call_list_items)
+    site.clock.advance(60)
+    for _ in range(2):  # a double tap, a resent form
+        status, _, location, _ = await site.post(f"{path}/items/{first}", {"mark": "not_home"})
+        assert (status, location) == (303, f"{path}#i{first}")  # done, as the first time
+    assert await site.rows(call_list_items) == before  # neither its time nor its version moved
+    assert len(await audit.entries(site.node.db, audit.Filter(action="door.mark"))) == 1  # audited once
+    status, *_ = await site.post(f"{path}/items/{first}", {"mark": "notified"})  # a different mark still counts
+    assert status == 303
+    assert {i.id: i.mark for i in await site.rows(call_list_items)}[first] == "notified"
+    assert len(await audit.entries(site.node.db, audit.Filter(action="door.mark"))) == 2
 
 
 @pytest.fixture

@@ -110,9 +110,13 @@ class TwilioConfig(Strict):
     # last `reconcile_hours` are looked up.
     reconcile_after_seconds: float = Field(300.0, gt=0)
     reconcile_hours: float = Field(24.0, gt=0)
-    # An SMS or call left `uncertain` by a crash (in flight: sent or not?) with no word
-    # from Twilio this long is sent again: had Twilio taken it, its status callbacks to
-    # the delivery's own URL would have settled it by now. null: never (an operator decides).
+    # An SMS or call left `uncertain` (handed to Twilio, outcome unknown: a crash, a timeout)
+    # is looked up in Twilio's Messages / Calls lists once it was handed this long ago (a
+    # message Twilio just took may still be `queued`, without a DateSent): found → settled
+    # from its status, not found → sent again at once, lookup failed → asked again next sweep.
+    lookup_uncertain_after_seconds: float = Field(10.0, ge=0)
+    # Last resort only, for channels that cannot be looked up (SMS and voice always can):
+    # such an `uncertain` send with no word this long is sent again. null: never.
     resend_uncertain_after_seconds: float | None = Field(600.0, gt=0)
 
 
@@ -201,6 +205,18 @@ class DispatcherConfig(Strict):
     batch_size: int = Field(200, ge=1)
     poll_seconds: float = Field(0.5, gt=0)
     lease_seconds: float = Field(60.0, gt=0)
+    # Each node beats in the `nodes` table; another node takes over the claims of one
+    # whose beat is older than `takeover_seconds` (or that stopped) without waiting out
+    # the lease. Several beats must fit in it: one slow beat is not a death.
+    heartbeat_seconds: float = Field(2.0, gt=0)
+    takeover_seconds: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _beats_fit_the_takeover(self) -> DispatcherConfig:
+        if self.takeover_seconds < 3 * self.heartbeat_seconds:
+            raise ValueError("dispatcher.takeover_seconds must be at least 3 × heartbeat_seconds "
+                             "(a node that missed one or two beats is not dead)")
+        return self
 
 
 class SweepConfig(Strict):

@@ -34,6 +34,15 @@ def sign(key: bytes, purpose: str, value: str, expires: datetime | None = None) 
     return f"{shown}.{expiry}.{_mac(key, purpose, value, expiry)}"
 
 
+def shown_value(token: str) -> str | None:
+    """The value a token carries, unverified: for reading logs of what was sent, never to trust."""
+    shown = token.split(".", 1)[0]
+    try:
+        return _unb64(shown[1:]) if shown.startswith("~") else shown
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
 def verify(key: bytes, purpose: str, token: str, now: datetime) -> str:
     """The signed value; raises link.invalid (forged, other purpose) or link.expired."""
     try:

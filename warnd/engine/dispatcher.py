@@ -11,15 +11,23 @@ most the rows claimed ahead, which are a quarter of a second of the rate.
 Results are written in batches: with the next claim, in its transaction, or by
 the flusher when no claim takes them along; until a result is written the row
 stays `sending`, and a crash leaves it for the recovery sweep.
+
+Where a second send would be a real duplicate (SMS, calls: the channel does not
+de-duplicate), each row is marked handed (`deliveries.handed_at`) just before its
+send, committed first (see `Handing`): after a crash, a claim without the mark is
+known to have sent nothing and is queued again at once; one with it is asked about
+at the provider. The mark is also a compare-and-set on the claim, so a row another
+node took over is not sent twice. (交给供应商之前先落库标记：崩溃后未交出的立即重发，已交出的先向供应商查询。)
 """
 from __future__ import annotations
 
 import asyncio
+import enum
 import gc
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from warnd.clock import Clock
 from warnd.config import Config
@@ -38,6 +46,7 @@ WATCH_SECONDS = 1.0  # how often sends are checked against that deadline
 FLUSH_SECONDS = 0.02  # results not taken along by a claim wait at most two of these
 # Results that need a person, not a retry: the provider refused our credentials.
 ALARM_CODES = frozenset({"twilio.20003"})
+HAND_RETRY_SECONDS = 0.5  # a handed mark that could not be written is tried again after this
 WARNINGS_KEPT = 256  # parsed warnings the senders keep at hand (the AlertCache holds as many)
 # Young-generation collections: the default (700 allocations) runs one every few sends
 # and promotes every object of a send in flight to the old generation, whose full
@@ -80,6 +89,7 @@ class Dispatcher:
         self._senders: list[asyncio.Task] = []
         self._watchdogs: list[asyncio.Task] = []
         self._lanes: dict[str, Lane] = {}
+        self._handing: dict[str, Handing] = {}  # channels whose sends are marked handed first
         self._warnings: dict[int, tuple[CachedAlert, str]] = {}  # id -> (parsed, short code)
 
     def wake(self) -> None:
@@ -95,6 +105,8 @@ class Dispatcher:
             lane = self._lanes[name] = Lane(ahead_for(cfg.concurrency, cfg.rate_per_second,
                                                       self.config.dispatcher.batch_size))
             bucket = TokenBucket(cfg.rate_per_second)
+            if not self.channels[name].dedupes:
+                self._handing[name] = Handing(lambda ids: self.store.hand(ids))
             self._senders += [asyncio.create_task(self._sender(name, lane, bucket), name=f"send-{name}")
                               for _ in range(cfg.concurrency)]
             self._watchdogs.append(asyncio.create_task(
@@ -114,6 +126,8 @@ class Dispatcher:
             await task
         if self._senders:
             await asyncio.wait(self._senders)
+        for name, lane in self._lanes.items():  # rows a sender put back (their mark failed)
+            await self._hand_back(name, lane)
         for watchdog in self._watchdogs:
             watchdog.cancel()
         self._flush_now.set()
@@ -148,12 +162,17 @@ class Dispatcher:
                 lane.put(claimed)
         finally:
             lane.close()
-            if lane.ready:  # claimed, never sent: back to pending, not left for the sweep to call uncertain
-                unsent, lane.ready = list(lane.ready), deque()
-                try:
-                    await self.store.unclaim([row.id for row in unsent])
-                except Exception:  # noqa: BLE001 - the lease runs out and the sweep recovers them
-                    log.exception("handing back unsent claims failed", extra={"channel": name})
+            await self._hand_back(name, lane)
+
+    async def _hand_back(self, name: str, lane: "Lane") -> None:
+        """Claimed, never sent: back to pending at once, their attempt not counted."""
+        if not lane.ready:
+            return
+        unsent, lane.ready = list(lane.ready), deque()
+        try:
+            await self.store.unclaim([row.id for row in unsent])
+        except Exception:  # noqa: BLE001 - the lease runs out and the sweep recovers them (unsent)
+            log.exception("handing back unsent claims failed", extra={"channel": name})
 
     async def _sender(self, name: str, lane: "Lane", bucket: TokenBucket) -> None:
         """Send claimed rows one after the other until the lane closes."""
@@ -165,6 +184,7 @@ class Dispatcher:
         observe = self.metrics.child(self.metrics.send_seconds, name).observe
         clock = self.clock
         batch_size = self.config.dispatcher.batch_size
+        handing = self._handing.get(name)
         while await lane.wait_ready():
             await bucket.take()
             row = lane.take()
@@ -178,6 +198,8 @@ class Dispatcher:
                     known = await self._warning(row.warning_id)
                 message = self._message(row, *known)
                 rendered = channel.render(message)
+                if handing is not None and not await self._handed(handing, lane, bucket, row):
+                    continue
                 t0 = sending[me] = time.monotonic()
                 try:
                     result = await channel.send(message, rendered)
@@ -205,6 +227,20 @@ class Dispatcher:
             results.append(Applied(row.id, row.attempts, started, finished, decision, result.provider_ref))
             if len(results) >= batch_size:
                 self._flush_now.set()
+
+    async def _handed(self, handing: "Handing", lane: "Lane", bucket: TokenBucket, row: Claimed) -> bool:
+        """Is the row's handed mark committed, so its send may start? A row taken over by
+        another node is dropped (that node sends it); one whose mark failed goes back first
+        in line, with its token."""
+        verdict = await handing(row.id)
+        if verdict is Hand.OURS:
+            return True
+        if verdict is Hand.FAILED:
+            lane.put_back(row)
+            bucket.give_back()
+        else:
+            log.warning("claim taken over by another node: not sent here", extra={"delivery": row.id})
+        return False
 
     async def _watchdog(self, lane: "Lane", deadline: float) -> None:
         """Cancels a send that outlives `deadline`; it counts as a timeout.
@@ -274,6 +310,57 @@ class Dispatcher:
             self.wake()
 
 
+class Hand(enum.Enum):
+    OURS = "ours"  # marked: send it
+    LOST = "lost"  # another node took the claim over: not ours to send
+    FAILED = "failed"  # the mark could not be written: not sent yet, try again
+
+
+class Handing:
+    """Marks rows handed just before their sends, in groups: every row whose sender gets
+    here while a mark is being written goes into the next one (group commit). A fan-out
+    then costs one UPDATE per round of sends, not one per send, and no send starts
+    before its own row's mark is committed."""
+
+    def __init__(self, mark: Callable[[list[int]], Awaitable[set[int]]]) -> None:
+        self._mark = mark
+        self._waiting: dict[int, asyncio.Future[Hand]] = {}
+        self._writer: asyncio.Task | None = None
+
+    async def __call__(self, row_id: int) -> Hand:
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[row_id] = future
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write(), name="hand-mark")
+        return await future
+
+    async def _write(self) -> None:
+        batch: dict[int, asyncio.Future[Hand]] = {}
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, {}
+                _settle(batch, await self._verdicts(list(batch)))
+        finally:  # cancelled (the loop is closing): nobody sends unmarked
+            _settle({**batch, **self._waiting}, {})
+            self._waiting = {}
+            self._writer = None
+
+    async def _verdicts(self, ids: list[int]) -> dict[int, Hand]:
+        try:
+            ours = await self._mark(ids)
+        except Exception:  # noqa: BLE001 - the database may be briefly away: the rows wait, unsent
+            log.exception("marking sends handed failed; they wait", extra={"count": len(ids)})
+            await asyncio.sleep(HAND_RETRY_SECONDS)
+            return dict.fromkeys(ids, Hand.FAILED)
+        return {i: Hand.OURS if i in ours else Hand.LOST for i in ids}
+
+
+def _settle(waiting: dict[int, asyncio.Future[Hand]], verdicts: dict[int, Hand]) -> None:
+    for row_id, future in waiting.items():
+        if not future.done():
+            future.set_result(verdicts.get(row_id, Hand.FAILED))
+
+
 AHEAD_SECONDS = 0.25  # claimed rows waiting for a sender: at most this much of the channel's rate
 
 
@@ -333,6 +420,11 @@ class Lane:
         if len(self.ready) <= self.refill_at:
             self._low.set()
         return row
+
+    def put_back(self, row: Claimed) -> None:
+        """A row taken but not sent (its handed mark failed): first in line again."""
+        self.ready.appendleft(row)
+        self._rows.set()
 
     def close(self) -> None:
         """No more rows for the senders: each finishes what it sends now, then stops."""

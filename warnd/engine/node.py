@@ -1,14 +1,17 @@
 """One warnd node: the stores, the channels, the dispatcher and the scheduled sweeps.
 
 The scheduler only says *when* to look; every sweep reads what is due from the
-database, so any node may run it, and a crash loses nothing.
+database, so any node may run it, and a crash loses nothing. Each node beats in
+the `nodes` table; the claims of one that stopped beating are taken over by the
+others within `dispatcher.takeover_seconds`, and SMS and calls a dead node left
+in flight are asked about at Twilio before anything is sent again.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 
 from warnd.clock import Clock, SystemClock
@@ -16,7 +19,7 @@ from warnd.config import Config
 from warnd.domain.signing import sign
 from warnd.engine.alerts import AlertCache
 from warnd.engine.answers import Answers
-from warnd.engine.dispatcher import Dispatcher
+from warnd.engine.dispatcher import DEADLINE_MARGIN, Dispatcher
 from warnd.engine.intake import Intake
 from warnd.engine.metrics import Metrics
 from warnd.engine.receipts import Receipts
@@ -24,25 +27,37 @@ from warnd.engine.sweeps import Sweeps
 from warnd.store import audit, settings
 from warnd.store.confirmations import ConfirmationStore
 from warnd.store.database import Database
-from warnd.store.deliveries import Claimed, DeliveryStore
+from warnd.store.deliveries import Claimed, DeliveryStore, Unsettled
 from warnd.store.coverage import CoverageStore
 from warnd.store.escalation import EscalationStore
 from warnd.store.speakers import SpeakerStore
 from warnd.store.directory import DirectoryStore
+from warnd.store.nodes import NodeStore
 from warnd.store.queries import Queries
 from warnd.store.tokens import TokenStore
 from warnd.store.users import UserStore
 from warnd.store.warnings import WarningStore
 from warnd_channels.base import Channel
+from warnd_channels.twilio_common import ProviderSend, pick, send_window
 from warnd_channels.registry import build_channels
 
 log = logging.getLogger("warnd.node")
 CALLBACK_PATHS = {"sms-status": "/twilio/sms/status", "voice-status": "/twilio/voice/status",
                   "voice-gather": "/twilio/voice/gather"}
 CALLBACK_VALIDITY = timedelta(days=7)
+ATTEMPT_KINDS = frozenset({"sms-status", "voice-status"})  # callbacks that name the attempt they are about
 LINK_PATHS = {"confirm": "c", "call-list": "d"}
 RECONCILE_BATCH = 500  # sends looked up per sweep
 RECONCILE_PARALLEL = 8  # lookups at once (they share the channel's connections with the sends)
+
+
+def provider_time(clock: Clock, moment: datetime) -> datetime:
+    """A moment of warnd's clock as the provider's real clock stamps it: the same, but for a
+    simulation's ScaledClock (its seconds run `speed` times faster than Twilio's)."""
+    speed, real_start, sim_start = (getattr(clock, name, None) for name in ("speed", "real_start", "sim_start"))
+    if speed is None or real_start is None or sim_start is None:
+        return moment
+    return datetime.fromtimestamp(real_start + (moment - sim_start).total_seconds() / speed, timezone.utc)
 
 
 class Node:
@@ -61,6 +76,7 @@ class Node:
         self.users = UserStore(self.db, self.clock, config.accounts)
         self.queries = Queries(self.db)
         self.deliveries = DeliveryStore(self.db, self.clock, self.incarnation)
+        self.nodes = NodeStore(self.db, self.clock)
         self.alerts = AlertCache(self.db, config)
         self.dispatcher = Dispatcher(self.deliveries, self.alerts, self.channels, config, self.clock,
                                      self.metrics, self.link_for)
@@ -78,6 +94,7 @@ class Node:
         """Recover what a previous life of this node left in flight, then start working."""
         self.secret_key = await settings.secret_key(self.db, self.config.secret_key)
         await self.record_start()
+        await self.nodes.register(self.incarnation, self.config.node_name)
         await self.recover()
         await self.expire()
         for channel in self.channels.values():
@@ -87,7 +104,8 @@ class Node:
         if dispatch:
             await self.dispatcher.start()
         sweeps = self.config.sweeps
-        for job, seconds in ((self.recover, sweeps.recover_seconds), (self.expire, sweeps.expire_seconds),
+        for job, seconds in ((self.heartbeat, self.config.dispatcher.heartbeat_seconds),
+                             (self.recover, sweeps.recover_seconds), (self.expire, sweeps.expire_seconds),
                              (self.escalate, sweeps.escalate_seconds), (self.refresh_metrics, 5.0),
                              (self.reconcile, sweeps.reconcile_seconds), (self.remind_approvals, 30.0),
                              (self.users.purge_sessions, 3600.0),
@@ -110,14 +128,26 @@ class Node:
             await self.sweeps.stop()
             await self.dispatcher.stop()
             await self.receipts.drain()
+            try:  # whatever is still claimed (a result that could not be written) is taken over at once
+                await self.nodes.stopped(self.incarnation)
+            except Exception:  # noqa: BLE001 - the database is away: the others see the beats stop
+                log.exception("marking this node stopped failed")
         for channel in self.channels.values():
             await channel.close()
         await self.db.close()
         self.started = False
 
     def callback_url(self, kind: str, delivery_id: int) -> str:
-        """An absolute provider callback URL carrying the delivery id, signed for that purpose only."""
-        token = sign(self.secret_key, kind, str(delivery_id), self.clock.now() + CALLBACK_VALIDITY)
+        """An absolute provider callback URL carrying the delivery id, signed for that purpose only.
+
+        A status callback's also names the attempt being sent ("<id>.<attempt>"): a callback
+        that overtakes its send's result carries no SID warnd knows yet, and the attempt
+        alone tells it from a late one of the call before (see DeliveryStore.receipts).
+        Without a claim of this process in flight (tools, tests) it is the delivery id alone,
+        as URLs were before: those are still honoured, matched by SID only."""
+        attempt = self.deliveries.sending_attempt(delivery_id) if kind in ATTEMPT_KINDS else None
+        value = str(delivery_id) if attempt is None else f"{delivery_id}.{attempt}"
+        token = sign(self.secret_key, kind, value, self.clock.now() + CALLBACK_VALIDITY)
         return f"{self.config.public_base_url.rstrip('/')}{CALLBACK_PATHS[kind]}?d={token}"
 
     def link_url(self, kind: str, value: str) -> str:
@@ -167,22 +197,101 @@ class Node:
         if await self.speakers.rebroadcast():
             self.dispatcher.wake()
 
+    async def heartbeat(self) -> None:
+        """This node is alive; a node that stopped beating has its claims taken over now."""
+        if not await self.nodes.beat(self.incarnation):
+            log.error("this node's heartbeat row is gone or marked stopped", extra={"node": self.incarnation})
+        if await self.nodes.dead_with_claims(self.config.dispatcher.takeover_seconds, self.incarnation):
+            await self.take_over()
+
     async def recover(self) -> None:
+        """Dead claims are taken over, then uncertain SMS and calls are settled at the provider."""
+        await self.take_over()
+        await self.settle_uncertain()
+        await self.resend_unlookable()
+
+    async def take_over(self) -> dict[str, int]:
+        """Claims of dead processes (an earlier life of this node, a node that stopped or stopped
+        beating, a lease run out): unsent ones go out again at once, see DeliveryStore.recover."""
+        dead = await self.nodes.dead_with_claims(self.config.dispatcher.takeover_seconds, self.incarnation)
         dedupe = {name for name, ch in self.channels.items() if ch.dedupes}
-        counts = await self.deliveries.recover(self.config.node_name, dedupe)
-        for state, n in counts.items():
+        counts = await self.deliveries.recover(self.config.node_name, dedupe, dead)
+        for fate, n in counts.items():
             if n:
-                self.metrics.recovered.labels(state).inc(n)
-                log.warning("recovered deliveries from a dead claim", extra={"state": state, "count": n})
+                self.metrics.recovered.labels(fate).inc(n)
+                log.warning("recovered deliveries from a dead claim", extra={"fate": fate, "count": n,
+                                                                             "dead": dead})
+        if counts.get("unsent") or counts.get("resent"):
+            self.dispatcher.wake()
+        return counts
+
+    async def settle_uncertain(self) -> None:
+        """SMS and calls handed to Twilio whose outcome is unknown (a crash, a timeout) are
+        looked up in Twilio's lists, per number: found → settled from its status, never sent
+        again; not found → sent again at once; lookup failed → asked again next sweep (the
+        first failure ends this one: Twilio is down or slow)."""
+        lookup = {name: ch for name, ch in self.channels.items() if hasattr(ch, "find")}
+        if not lookup:
+            return
+        now, twilio = self.clock.now(), self.config.twilio
+        rows = await self.deliveries.unsettled(
+            sorted(lookup), now - timedelta(seconds=twilio.lookup_uncertain_after_seconds),
+            now - timedelta(hours=twilio.reconcile_hours), RECONCILE_BATCH)
+        groups: dict[tuple[str, str], list[Unsettled]] = {}
+        for row in rows:
+            groups.setdefault((row.channel, row.address), []).append(row)
+        pending = list(groups.values())
+        for start in range(0, len(pending), RECONCILE_PARALLEL):
+            chunk = pending[start:start + RECONCILE_PARALLEL]
+            windows = [[(r.id, *self._send_window(r)) for r in group] for group in chunk]
+            found = await asyncio.gather(*(lookup[group[0].channel].find(group[0].address, min(w[1] for w in ws))
+                                           for group, ws in zip(chunk, windows)))
+            for group, ws, sends in zip(chunk, windows, found):
+                if sends is not None:
+                    await self._settle(group, ws, sends)
+            if any(sends is None for sends in found):
+                log.warning("looking up uncertain sends failed; asking again next sweep")
+                break
+
+    def _send_window(self, row: Unsettled) -> tuple:
+        """When Twilio may have created the send, in Twilio's (real) time."""
+        seconds = self.config.channel(row.channel).timeout_seconds + DEADLINE_MARGIN  # real seconds: HTTP
+        real = [None if t is None else provider_time(self.clock, t) for t in (row.handed_at, row.created_at,
+                                                                              row.updated_at)]
+        return send_window(*real, seconds)
+
+    async def _settle(self, group: list[Unsettled], windows: list[tuple], sends: list[ProviderSend]) -> None:
+        """One number's uncertain sends of one channel, against what the provider has."""
+        channel = group[0].channel
+        taken = await self.deliveries.known_refs(channel, [s.sid for s in sends])
+        picked = pick(windows, sends, taken)
+        for row in group:
+            send = picked[row.id]
+            if send is None or not await self.deliveries.found_at_provider(row.id, send.sid):
+                continue
+            receipt = send.receipt
+            if receipt.state != "sent":  # its final status: as if its callback had come
+                await self.receipts.apply(channel, row.id, receipt.state, receipt.code, send.sid, receipt.detail,
+                                          row.attempts)
+            self.metrics.reconciled.labels(channel, receipt.state).inc()
+        missing = [row.id for row in group if picked[row.id] is None]
+        if await self.deliveries.not_at_provider(missing):
+            self.metrics.recovered.labels("not_at_provider").inc(len(missing))
+            log.warning("uncertain sends not at the provider: sending again", extra={"channel": channel,
+                                                                                      "count": len(missing)})
+            self.dispatcher.wake()
+
+    async def resend_unlookable(self) -> None:
+        """The last resort (twilio.resend_uncertain_after_seconds), only for channels that do
+        not de-duplicate and cannot be looked up at their provider: none ship today."""
         quiet = self.config.twilio.resend_uncertain_after_seconds
-        resendable = sorted(name for name, ch in self.channels.items() if not ch.dedupes)  # SMS, calls
-        if quiet is not None and resendable:
-            n = await self.deliveries.resend_uncertain(resendable, self.clock.now() - timedelta(seconds=quiet))
-            if n:
-                counts["pending"] = counts.get("pending", 0) + n
-                self.metrics.recovered.labels("resent").inc(n)
-                log.warning("sending again what a crash left uncertain", extra={"count": n})
-        if counts.get("pending"):
+        blind = sorted(name for name, ch in self.channels.items() if not ch.dedupes and not hasattr(ch, "find"))
+        if quiet is None or not blind:
+            return
+        n = await self.deliveries.resend_uncertain(blind, self.clock.now() - timedelta(seconds=quiet))
+        if n:
+            self.metrics.recovered.labels("resent_blind").inc(n)
+            log.warning("sending again what stayed uncertain", extra={"count": n, "channels": blind})
             self.dispatcher.wake()
 
     async def reconcile(self) -> None:
@@ -204,15 +313,15 @@ class Node:
         # slow: the next sweep tries again, and stopping warnd never waits on many timeouts).
         for start in range(0, len(overdue), RECONCILE_PARALLEL):
             chunk = overdue[start:start + RECONCILE_PARALLEL]
-            found = await asyncio.gather(*(lookup[channel].status(sid) for _, channel, sid in chunk))
-            for (delivery_id, channel, _), receipt in zip(chunk, found):
+            found = await asyncio.gather(*(lookup[channel].status(sid) for _, channel, sid, _ in chunk))
+            for (delivery_id, channel, _, attempt), receipt in zip(chunk, found):
                 if receipt is None:  # not looked up: first in line next time
                     continue
                 if receipt.state == "sent":
                     waiting.append(delivery_id)
                     continue
                 await self.receipts.apply(channel, delivery_id, receipt.state, receipt.code,
-                                          receipt.provider_ref, receipt.detail)
+                                          receipt.provider_ref, receipt.detail, attempt)
                 self.metrics.reconciled.labels(channel, receipt.state).inc()
                 settled += 1
             if any(receipt is None for receipt in found):

@@ -4,6 +4,8 @@ Receipts arrive by the thousand during a fan-out (two status callbacks per SMS,
 a played-ack per speaker), each from its own request or message. They are
 written in groups (warnd.grouping), and each caller is answered only once its
 receipt is committed: a provider's callback is acknowledged only when durable.
+A receipt belongs to one attempt (its SID, and the attempt its signed callback
+URL names): one of an earlier attempt, or a replay, changes nothing.
 """
 from __future__ import annotations
 
@@ -32,25 +34,29 @@ class Receipts:
         self._write = Grouped(store.receipts, MAX_GROUP, "receipts")
 
     async def apply(self, channel: str, delivery_id: int, state: str, code: str, provider_ref: str | None,
-                    detail: str = "") -> bool:
-        """Apply one receipt; "retry" (no answer, busy) schedules a redial per the channel's policy."""
+                    detail: str = "", attempt: int | None = None) -> bool:
+        """Apply one receipt; "retry" (no answer, busy) schedules a redial per the channel's policy.
+
+        `attempt`: the one the receipt is about, when known (signed into the callback URL);
+        the receipt changes nothing unless it is still the delivery's current attempt."""
         if state == "sent":
             return False  # nothing new: the dispatcher already recorded the send
         if state == "retry":
-            attempts = await self.store.attempts_of(delivery_id) or 1  # counted at claim
+            attempts = attempt or await self.store.attempts_of(delivery_id) or 1  # counted at claim
             retry = self.config.channel(channel).retry
             decision = decide(SendResult(Outcome.RETRY, code, detail=detail), attempts - 1, self.clock.now(),
                               max_attempts=retry.max_attempts, base=retry.base_seconds, maximum=retry.max_seconds)
             receipt = Receipt(delivery_id, decision.state, decision.code, provider_ref, decision.detail,
-                              decision.next_attempt_at)
+                              decision.next_attempt_at, attempt)
         else:
-            receipt = Receipt(delivery_id, STATES[state], code, provider_ref, detail)
+            receipt = Receipt(delivery_id, STATES[state], code, provider_ref, detail, attempt=attempt)
         changed = await self._write(receipt)
         if changed and receipt.state is State.PENDING:
             self.wake()
         self.metrics.receipts.labels(channel, state, code).inc()
         if not changed:
-            log.info("receipt changed nothing", extra={"delivery": delivery_id, "state": state, "code": code})
+            log.info("receipt changed nothing", extra={"delivery": delivery_id, "state": state, "code": code,
+                                                       "sid": provider_ref, "attempt": attempt})
         return changed
 
     async def drain(self) -> None:

@@ -3,7 +3,13 @@
 Every request's X-Twilio-Signature is checked against the configured public
 base URL (what Twilio called, not what a proxy forwarded); a bad one gets 403
 and changes nothing. Each delivery's callback URL carries its id, signed, so a
-receipt settles the delivery even if the provider's SID was never stored.
+receipt settles the delivery even if the provider's SID was never stored; a
+status callback's also names the attempt, so it settles only that attempt.
+
+Inbound is applied once per provider message: a replayed SMS reply (the same
+MessageSid) or key press (the same CallSid) is answered 200 with an empty
+TwiML response and changes nothing. Empty, not the first answer again: a
+captured request replayed must not make warnd text or call anyone.
 """
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ from warnd.domain.signing import verify
 from warnd.engine.node import CALLBACK_PATHS as PATHS
 from warnd.http.keys import NODE
 from warnd_channels import twilio_common
+
+EMPTY = twilio_common.twiml_reply(None)  # <Response/>: nothing texted back, nothing said
 
 
 async def _params(request: web.Request) -> dict[str, str]:
@@ -28,9 +36,13 @@ async def _params(request: web.Request) -> dict[str, str]:
     return params
 
 
-def _delivery(request: web.Request, kind: str) -> int:
+def _delivery(request: web.Request, kind: str) -> tuple[int, int | None]:
+    """(delivery id, attempt) signed into the URL; the attempt is None in URLs made before
+    callbacks named it (still honoured, matched by SID alone)."""
     node = request.app[NODE]
-    return int(verify(node.secret_key, kind, request.query.get("d", ""), node.clock.now()))
+    value = verify(node.secret_key, kind, request.query.get("d", ""), node.clock.now())
+    delivery, _, attempt = value.partition(".")
+    return int(delivery), int(attempt) if attempt else None
 
 
 def _twiml(xml: str) -> web.Response:
@@ -41,8 +53,9 @@ async def _status(request: web.Request, channel: str, kind: str, parse) -> web.R
     """A message or call status callback: a receipt for the delivery named in the signed URL."""
     receipt = parse(await _params(request))
     if receipt is not None:
-        await request.app[NODE].receipts.apply(channel, _delivery(request, kind), receipt.state, receipt.code,
-                                               receipt.provider_ref, receipt.detail)
+        delivery_id, attempt = _delivery(request, kind)
+        await request.app[NODE].receipts.apply(channel, delivery_id, receipt.state, receipt.code,
+                                               receipt.provider_ref or None, receipt.detail, attempt)
     return web.Response(status=204)
 
 
@@ -57,17 +70,21 @@ async def voice_status(request: web.Request) -> web.Response:
 async def sms_inbound(request: web.Request) -> web.Response:
     params = await _params(request)
     node = request.app[NODE]
-    answer = await node.answers.sms_reply(params.get("From", ""), params.get("Body", ""), params.get("MessageSid"))
-    node.metrics.answers.labels("sms", answer.decision.kind.value).inc()
-    return _twiml(twilio_common.twiml_reply(answer.text))
+    answer = await node.answers.sms_reply(params.get("From", ""), params.get("Body", ""),
+                                          params.get("MessageSid") or None)
+    node.metrics.answers.labels("sms", "replayed" if answer.replayed else answer.decision.kind.value).inc()
+    return _twiml(EMPTY if answer.replayed else twilio_common.twiml_reply(answer.text))
 
 
 async def voice_gather(request: web.Request) -> web.Response:
     params = await _params(request)
     node = request.app[NODE]
-    delivery_id = _delivery(request, "voice-gather")
+    delivery_id, _ = _delivery(request, "voice-gather")
     confirmed = await node.answers.key_press(delivery_id, params.get("Digits", ""), params.get("To", ""),
-                                             params.get("CallSid"))
+                                             params.get("CallSid") or None)
+    if confirmed is None:  # this call's key press was applied before
+        node.metrics.answers.labels("voice", "replayed").inc()
+        return _twiml(EMPTY)
     node.metrics.answers.labels("voice", "confirmed" if confirmed else "ignored").inc()
     text = "已确认收到预警，谢谢。" if confirmed else "未确认。如已收到预警，请回复短信1确认。"
     return _twiml(twilio_common.twiml_say(text, "zh-CN"))

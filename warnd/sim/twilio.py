@@ -1,7 +1,8 @@
 """Twilio simulator: Messages and Calls for the real `twilio` SDK, and the people who answer.
 
 It serves `POST|GET /2010-04-01/Accounts/{AccountSid}/Messages[/{Sid}].json` and the same for
-`Calls`, checks HTTP basic auth (401 / 20003), answers with Twilio's bodies and errors, then
+`Calls` (the lists filtered by To, From and DateSent / StartTime / EndTime with their `<` `>`
+forms, calls also by Status, newest first, paged by PageSize, Page and PageToken), checks HTTP basic auth (401 / 20003), answers with Twilio's bodies and errors, then
 plays each recipient's `Behaviour` (see `warnd.sim.twilio_behaviour`): signed status
 callbacks (messages: [queued, only via a Messaging Service] → sent → delivered | undelivered;
 or → failed; calls: initiated → ringing → answered → completed | no-answer | busy | failed,
@@ -47,7 +48,7 @@ import aiohttp
 from aiohttp import web
 
 from warnd.sim.twilio_api import (ApiError, CallRecord, MessageRecord, ReplyRecord, call_body, check_number,
-                                  message_body, new_sid, segments, signature)
+                                  filter_records, list_page, message_body, new_sid, segments, signature)
 from warnd.sim.twilio_behaviour import Scenario, call_life, message_life
 
 ACCOUNT = "/2010-04-01/Accounts/{account}"
@@ -67,6 +68,7 @@ class Stats:
     callbacks_failed: int = 0  # unreachable or non-2xx
     callbacks_lost: int = 0  # never posted (faults.callback_loss)
     fetches: int = 0  # GETs of a message or call
+    lists: int = 0  # GETs of the Messages or Calls list (one per page)
     replies: int = 0
     presses: int = 0
     crashed: int = 0  # timelines that raised (a simulator bug)
@@ -103,8 +105,10 @@ class TwilioSimulator:
         app.router.add_post("/_control", self._control)
         app.router.add_get("/_stats", self._stats)
         app.router.add_post(ACCOUNT + "/Messages.json", self._api(self._create_message))
+        app.router.add_get(ACCOUNT + "/Messages.json", self._api(self._list_messages))
         app.router.add_get(ACCOUNT + "/Messages/{sid}.json", self._api(self._fetch_message))
         app.router.add_post(ACCOUNT + "/Calls.json", self._api(self._create_call))
+        app.router.add_get(ACCOUNT + "/Calls.json", self._api(self._list_calls))
         app.router.add_get(ACCOUNT + "/Calls/{sid}.json", self._api(self._fetch_call))
         return app
 
@@ -250,6 +254,16 @@ class TwilioSimulator:
         if message is None:
             raise ApiError(404, 20404, uri=request.path)
         return 200, message_body(message)
+
+    async def _list_messages(self, request: web.Request) -> tuple[int, dict[str, Any]]:
+        self.stats.lists += 1
+        found = filter_records("Messages", list(self.messages.values()), request.query)
+        return 200, list_page("Messages", self.account_sid, found, request.query, message_body)
+
+    async def _list_calls(self, request: web.Request) -> tuple[int, dict[str, Any]]:
+        self.stats.lists += 1
+        found = filter_records("Calls", list(self.calls.values()), request.query)
+        return 200, list_page("Calls", self.account_sid, found, request.query, call_body)
 
     async def _create_call(self, request: web.Request) -> tuple[int, dict[str, Any]]:
         form = await request.post()

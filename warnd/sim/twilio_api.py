@@ -15,9 +15,10 @@ import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from email.utils import formatdate
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urlencode, urljoin
 
 API_VERSION = "2010-04-01"
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
@@ -29,6 +30,7 @@ GSM_BASIC = frozenset(
 GSM_EXTENSION = frozenset("^{}\\[~]|€\f")
 
 ERRORS: dict[int, str] = {
+    20001: "Invalid {name} value: {value}",
     20003: "Authenticate",
     20404: "The requested resource {uri} was not found",
     20429: "Too Many Requests",
@@ -189,6 +191,88 @@ def call_body(c: CallRecord) -> dict[str, Any]:
         "subresource_uris": {name: f"{base}/{name.title().replace('_', '')}.json"
                              for name in ("notifications", "recordings", "events", "streams", "payments")},
     }
+
+
+# -- lists: GET …/Messages.json and …/Calls.json, filtered and paged like Twilio's --
+
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 50
+DAY = 86400.0
+DATE_FILTERS = {"Messages": {"DateSent": "sent_at"},
+                "Calls": {"StartTime": "start_time", "EndTime": "end_time"}}
+EQUAL_FILTERS = {"Messages": {"To": "to", "From": "from_"},
+                 "Calls": {"To": "to", "From": "from_", "Status": "status"}}
+
+
+def parse_date(name: str, value: str) -> tuple[float, bool]:
+    """A date filter's value: (UTC seconds, whether only a day was given). Twilio takes
+    `YYYY-MM-DD` (its documented form) and the SDK sends `YYYY-MM-DDTHH:MM:SSZ`."""
+    try:
+        if len(value) == 10:
+            day = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+            return day.timestamp(), True
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp(), False
+    except ValueError:
+        raise ApiError(400, 20001, name=name, value=value) from None
+
+
+def date_matches(at: float | None, op: str, bound: float, day_only: bool) -> bool:
+    """`Field>` on or after, `Field<` on or before (a day: all of it), `Field` on that UTC day.
+    A resource without the time (a message still queued has no DateSent) never matches."""
+    if at is None:
+        return False
+    if op == ">":
+        return at >= bound
+    end = bound + DAY if day_only else bound
+    if op == "<":
+        return at < end if day_only else at <= end
+    start = bound - bound % DAY
+    return start <= at < start + DAY
+
+
+def filter_records(kind: str, records: list[Any], query: Mapping[str, str]) -> list[Any]:
+    """The records a list's query selects, newest first (by creation, as Twilio lists them)."""
+    selected = records
+    for param, attr in EQUAL_FILTERS[kind].items():
+        if query.get(param):
+            selected = [r for r in selected if getattr(r, attr) == query[param]]
+    for param, attr in DATE_FILTERS[kind].items():
+        for op in ("", "<", ">"):
+            value = query.get(param + op)
+            if value:
+                bound, day_only = parse_date(param + op, value)
+                selected = [r for r in selected if date_matches(getattr(r, attr), op, bound, day_only)]
+    order = {id(r): i for i, r in enumerate(records)}
+    return sorted(selected, key=lambda r: (r.created_at, order[id(r)]), reverse=True)
+
+
+def list_page(kind: str, account_sid: str, records: list[Any], query: Mapping[str, str],
+              body: Any) -> dict[str, Any]:
+    """One page of a list, with Twilio's paging fields: `next_page_uri` carries Page and a
+    PageToken (the last SID given), so records created meanwhile do not shift the pages."""
+    try:
+        size = min(max(int(query.get("PageSize") or DEFAULT_PAGE_SIZE), 1), MAX_PAGE_SIZE)
+        page = max(int(query.get("Page") or 0), 0)
+    except ValueError:
+        raise ApiError(400, 20001, name="PageSize", value=str(query.get("PageSize"))) from None
+    token = query.get("PageToken") or ""
+    start = page * size
+    if token.startswith("PA"):
+        after = [i for i, r in enumerate(records) if r.sid == token[2:]]
+        start = after[0] + 1 if after else len(records)
+    chunk = records[start:start + size]
+    kept = {k: v for k, v in query.items() if k not in ("Page", "PageSize", "PageToken")}
+    path = f"/{API_VERSION}/Accounts/{account_sid}/{kind}.json"
+
+    def uri(number: int, last: str | None = None) -> str:
+        params = {**kept, "PageSize": str(size), "Page": str(number), **({"PageToken": f"PA{last}"} if last else {})}
+        return f"{path}?{urlencode(params)}"
+
+    more = start + size < len(records)
+    return {kind.lower(): [body(r) for r in chunk], "end": start + len(chunk) - 1 if chunk else start,
+            "first_page_uri": uri(0), "next_page_uri": uri(page + 1, chunk[-1].sid) if more and chunk else None,
+            "page": page, "page_size": size, "previous_page_uri": uri(page - 1) if page else None,
+            "start": start, "uri": uri(page)}
 
 
 # -- TwiML --

@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-CALLBACK_ID = re.compile(r"[?&]d=([0-9]+)\.")
+from warnd.domain.signing import shown_value
+
+CALLBACK_TOKEN = re.compile(r"[?&]d=([^&]+)")
 MESSAGE_ID = re.compile(r"^msg_warnd_([0-9]+)$")
 LINK_TOKEN = re.compile(r"/([cd])/([^./\s]+)\.[0-9]+\.[A-Za-z0-9_-]+")
 CHANNELS = ("sms", "voice", "speaker", "webhook")
@@ -66,6 +68,14 @@ def _id(pattern: re.Pattern, text: str | None) -> int | None:
     return int(found.group(1)) if found else None
 
 
+def _callback_id(url: str | None) -> int | None:
+    """The delivery id a callback URL names ("<id>" or "<id>.<attempt>", signed)."""
+    found = CALLBACK_TOKEN.search(url or "")
+    value = shown_value(found.group(1)) if found else None
+    head = (value or "").split(".", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
 def normal_text(body: str) -> str:
     """An SMS as its reader sees it, without the parts of signed links that change per send."""
     return LINK_TOKEN.sub(r"/\1/\2", body)
@@ -83,11 +93,11 @@ def outside_by_delivery(f: Facts) -> tuple[dict[str, dict[int, list[dict]]], dic
             out[channel].setdefault(did, []).append(record)
 
     for m in f.sms:
-        add("sms", _id(CALLBACK_ID, m.get("callback")), {"delivered": m["status"] == "delivered",
+        add("sms", _callback_id(m.get("callback")), {"delivered": m["status"] == "delivered",
                                                        "at": m.get("finished_at"), "to": m["to"],
                                                        "text": normal_text(m["body"])})
     for c in f.calls:
-        add("voice", _id(CALLBACK_ID, c.get("callback")), {"delivered": c["status"] == "completed" and c["answered"],
+        add("voice", _callback_id(c.get("callback")), {"delivered": c["status"] == "completed" and c["answered"],
                                                          "at": c.get("finished_at"), "to": c["to"]})
     for p in f.plays:
         add("speaker", _id(MESSAGE_ID, p["message_id"]), {"delivered": p["played"], "at": p["at"], "to": p["speaker"]})

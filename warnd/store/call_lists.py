@@ -6,7 +6,9 @@ ladder is skipped, so no later rung (an operator alarm) fires for a grid whose
 every door was knocked on. The list row is locked first (PostgreSQL), so two
 visitors marking the last two households at once cannot both miss completion.
 Every mark is audited (`door.mark`) in its transaction, with the list's assignee
-as the actor: the list's link is theirs ("link" when the list has none).
+as the actor: the list's link is theirs ("link" when the list has none). A mark
+the household already has (a double tap, a resent form) changes nothing and is
+not audited again: it is answered as done.
 """
 from __future__ import annotations
 
@@ -87,6 +89,7 @@ class WarningHead:
 
 class Marked(enum.Enum):
     MARKED = "marked"  # the household's mark was set (or changed)
+    UNCHANGED = "unchanged"  # the household already had this very mark: done, nothing changed
     COMPLETED = "completed"  # …and it was the last one: the list is complete, the grid covered
     NOT_FOUND = "not_found"  # no such list, or the item is not on it
     INACTIVE = "inactive"  # the warning was cancelled, superseded or has expired
@@ -113,7 +116,10 @@ class CallListStore:
         return WarningHead(row.id, row.level, row.status, row.state, row.expires) if row else None
 
     async def mark(self, list_id: int, item_id: int, mark: str, now: datetime) -> Marked:
-        """Set one household's mark (the latest wins); the last one completes the list and covers the grid."""
+        """Set one household's mark (the latest wins); the last one completes the list and covers the grid.
+
+        The same mark again is UNCHANGED, also once the warning has ended: it was recorded
+        while the warning was in force, and the visitor is told so rather than refused."""
         if mark not in MARKS:
             raise ValueError(f"unknown mark {mark!r}")
         cl, i, w = call_lists.c, call_list_items.c, warnings.c
@@ -124,13 +130,15 @@ class CallListStore:
                 .with_for_update(of=call_lists))).first()
             if head is None:
                 return Marked.NOT_FOUND
+            item = (await conn.execute(sa.select(i.mark).where(i.id == item_id, i.list_id == list_id))).first()
+            if item is None:
+                return Marked.NOT_FOUND
+            if item.mark == mark:
+                return Marked.UNCHANGED
             if head.state != "active" or (head.expires is not None and head.expires <= now):
                 return Marked.INACTIVE
-            updated = await conn.execute(
-                sa.update(call_list_items).where(i.id == item_id, i.list_id == list_id)
-                .values(mark=mark, marked_at=now, version=i.version + 1))
-            if updated.rowcount == 0:
-                return Marked.NOT_FOUND
+            await conn.execute(sa.update(call_list_items).where(i.id == item_id)
+                               .values(mark=mark, marked_at=now, version=i.version + 1))
             completed = head.completed_at is None and await _complete(conn, list_id, head.confirmation_id, now)
             await audit.append(conn, self.db, now, head.assignee_id or "link", "door.mark", f"call_list:{list_id}",
                                {"list_id": list_id, "item_id": item_id, "mark": mark, "completed": completed})

@@ -5,9 +5,15 @@ FOR UPDATE SKIP LOCKED, so two nodes never claim the same row; SQLite write
 transactions are serialised (BEGIN IMMEDIATE). Every result is applied with
 compare-and-set on (state = sending, claimed_by = me), so a result that
 arrives after a sweep recovered the row changes nothing.
+
+A provider's receipt applies only to the attempt it is about: `provider_ref`
+is the current attempt's (a claim clears it), and a receipt with another SID,
+or whose signed callback URL names another attempt, changes nothing. A late
+"no answer" of call 1 must not move call 2.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -55,6 +61,7 @@ class Receipt:
     provider_ref: str | None
     detail: str = ""
     next_attempt_at: datetime | None = None  # for a redial (state pending)
+    attempt: int | None = None  # the attempt its signed callback URL names; None: not known (older URLs)
 
 
 @dataclass(frozen=True)
@@ -113,7 +120,8 @@ class _Hot:
             .order_by(d.next_attempt_at).limit(sa.bindparam("b_limit"))
             .with_for_update(skip_locked=True, of=deliveries))
         # The attempt is counted when it starts, so a receipt that overtakes the result
-        # (a fast "no answer") still sees how many attempts were made.
+        # (a fast "no answer") still sees how many attempts were made; the previous
+        # attempt's SID is cleared, so its late receipts no longer match (see `receipt`).
         # SQLite: one UPDATE per row (in-process, cheap; an IN list cannot be prepared).
         # PostgreSQL: one UPDATE for all, the ids as an array: 200 statements in a pipeline
         # still cost the server 200 executions while the senders waited for the claim.
@@ -122,8 +130,22 @@ class _Hot:
         self.mark = db.prepare(
             sa.update(deliveries).where(one if db.is_sqlite else every)
             .values(state=State.SENDING.value, claimed_by=sa.bindparam("b_node"), attempts=d.attempts + 1,
+                    provider_ref=None, handed_at=None,  # handed: this attempt's, written just before its send
                     lease_until=sa.bindparam("b_lease", type_=d.lease_until.type),
                     updated_at=sa.bindparam("b_now", type_=d.updated_at.type), version=d.version + 1))
+        # Handed to the provider, just before the send: a crash before this mark is known to
+        # have sent nothing (see `recover`). Compare-and-set on the claim, so a row another
+        # node took over from us (our heartbeat was late) is not sent by us as well.
+        # One statement for all the ids: a JSON array on SQLite (an IN list cannot be prepared),
+        # an array on PostgreSQL.
+        listed = (d.id.in_(sa.select(sa.func.json_each(sa.bindparam("b_ids", type_=sa.String))
+                                     .table_valued("value").c.value))
+                  if db.is_sqlite else every)
+        self.hand = db.prepare(
+            sa.update(deliveries)
+            .where(listed, d.state == State.SENDING.value, d.claimed_by == sa.bindparam("b_node"))
+            .values(handed_at=sa.bindparam("b_now", type_=d.handed_at.type))
+            .returning(d.id))
         self.result = db.prepare(
             sa.update(deliveries)
             .where(d.id == sa.bindparam("b_id"), d.state == State.SENDING.value,
@@ -139,14 +161,22 @@ class _Hot:
                     done_at=sa.bindparam("b_done", type_=d.done_at.type), version=d.version + 1))
         # A provider's receipt: CAS from any state it may follow. DELIVERED may also
         # follow `pending`: the recipient has it, even if a recovery re-queued the row.
+        # And only for the current attempt (`ours`).
+        ref = sa.bindparam("b_ref", type_=d.provider_ref.type)
+        attempt = sa.bindparam("b_attempt", type_=d.attempts.type)
+        # Its SID is the stored one, or none is stored yet (it overtook its send's result, or the
+        # provider's word has no SID); and the attempt its callback URL names is the one under way.
+        ours = sa.and_(sa.or_(ref.is_(None), d.provider_ref.is_(None), d.provider_ref == ref),
+                       sa.or_(attempt.is_(None), d.attempts == attempt))
+
         def receipt(olds: tuple[State, ...]) -> Prepared:
             return db.prepare(
                 sa.update(deliveries)
-                .where(d.id == sa.bindparam("b_id"), sa.or_(*(d.state == s.value for s in olds)))  # no IN: prepared
+                .where(d.id == sa.bindparam("b_id"), sa.or_(*(d.state == s.value for s in olds)),  # no IN: prepared
+                       ours)
                 .values(state=sa.bindparam("b_state"), last_code=sa.bindparam("b_code"),
                         last_detail=sa.bindparam("b_detail"),
-                        provider_ref=sa.func.coalesce(sa.bindparam("b_ref", type_=d.provider_ref.type),
-                                                      d.provider_ref),
+                        provider_ref=sa.func.coalesce(ref, d.provider_ref),
                         next_attempt_at=sa.func.coalesce(sa.bindparam("b_next", type_=d.next_attempt_at.type),
                                                          d.next_attempt_at),
                         claimed_by=None, lease_until=None, updated_at=sa.bindparam("b_at", type_=d.updated_at.type),
@@ -172,6 +202,42 @@ class _Hot:
         return changed
 
 
+# What recovery writes for each fate of a dead claim (see `after_crash`). "recovered"
+# and "orphaned" are the codes the simulation report counts as re-sent and uncertain.
+RECOVERY: dict[str, dict[str, Any]] = {
+    "unsent": {"state": State.PENDING.value, "attempts": deliveries.c.attempts - 1, "last_code": "recovered",
+               "last_detail": "claimed by a process that stopped before handing it to the provider: queued again"},
+    "resent": {"state": State.PENDING.value, "handed_at": None, "last_code": "recovered",
+               "last_detail": "claimed by a process that stopped; the receiver drops a duplicate: sent again"},
+    "uncertain": {"state": State.UNCERTAIN.value, "last_code": "orphaned",
+                  "last_detail": "handed to the provider by a process that stopped: asking the provider"},
+}
+
+
+def after_crash(handed: bool, dedupes: bool) -> str:
+    """The fate of a claim its process left behind. Never handed: nothing reached the
+    provider, so it is queued again at once and its attempt given back ("unsent").
+    Handed: where receivers drop duplicates it is simply sent again ("resent"); else
+    (SMS, calls) a second send would be a real duplicate: "uncertain", until the
+    provider says whether it has it."""
+    if not handed:
+        return "unsent"
+    return "resent" if dedupes else "uncertain"
+
+
+@dataclass(frozen=True)
+class Unsettled:
+    """An uncertain send, as the provider lookup needs it."""
+
+    id: int
+    channel: str
+    address: str
+    attempts: int
+    handed_at: datetime | None  # None: uncertain from before the handed mark existed
+    created_at: datetime
+    updated_at: datetime
+
+
 NO_PRIORITY = 2**31 - 1  # above every priority: where the first probe starts
 SENT_STATES = frozenset({State.SENT, State.DELIVERED})
 DONE_STATES = frozenset({State.DELIVERED, State.FAILED})
@@ -183,6 +249,21 @@ class DeliveryStore:
         self.clock = clock
         self.node = node  # "<node_id>/<incarnation>": unique per process lifetime
         self._hot: _Hot | None = None
+        self._sending: dict[int, int] = {}  # delivery id → the attempt this process claimed and is sending
+
+    def sending_attempt(self, delivery_id: int) -> int | None:
+        """The attempt of a delivery this process claimed and has no result for yet.
+
+        The channel builds the provider's callback URL during the send (`Node.callback_url`),
+        and the URL names the attempt, signed: a receipt that overtakes the send's result is
+        then told apart from a late one of an earlier attempt (see `_Hot.receipt`)."""
+        return self._sending.get(delivery_id)
+
+    def _settled(self, results: Sequence[Applied]) -> None:
+        """Their results are on their way to the database: their callback URLs are built."""
+        for r in results:
+            if self._sending.get(r.delivery_id) == r.attempt:
+                del self._sending[r.delivery_id]
 
     def _statements(self) -> _Hot:
         if self._hot is None:
@@ -198,6 +279,7 @@ class DeliveryStore:
         hot = self._statements()
         now = self.clock.now()
         db = self.db
+        self._settled(results)
 
         def work(tx: Tx) -> list[Claimed]:  # on the database thread: the loop has sends to run
             due = {"b_channel": channel, "b_now": db.stamp(now)}
@@ -228,7 +310,9 @@ class DeliveryStore:
                             r[11], None if r[12] is None else bool(r[12]), bool(r[13]), r[14], db.unjson(r[15]))
                     for r in rows]
 
-        return await db.transact(work)
+        claimed = await db.transact(work)
+        self._sending.update((row.id, row.attempts) for row in claimed)
+        return claimed
 
     async def unclaim(self, ids: list[int]) -> int:
         """Hand back claimed rows that were never sent (the dispatcher stopped first).
@@ -237,6 +321,8 @@ class DeliveryStore:
         """
         now = self.clock.now()
         d = deliveries.c
+        for delivery_id in ids:
+            self._sending.pop(delivery_id, None)
         async with self.db.write() as conn:
             return (await conn.execute(sa.update(deliveries)
                                        .where(d.id.in_(ids), d.state == State.SENDING.value,
@@ -244,6 +330,25 @@ class DeliveryStore:
                                        .values(state=State.PENDING.value, claimed_by=None, lease_until=None,
                                                attempts=d.attempts - 1, updated_at=now,
                                                version=d.version + 1))).rowcount
+
+    async def hand(self, ids: Sequence[int]) -> set[int]:
+        """Mark claimed rows handed to the provider, just before they are sent; the ids
+        still ours (the others were taken over by another node and must not be sent).
+
+        One UPDATE for the rows whose senders are about to send, committed before any of
+        them starts: a crash after it leaves them `uncertain` (asked at the provider), a
+        crash before it leaves them unsent (queued again at once, see `recover`)."""
+        if not ids:
+            return set()
+        hot = self._statements()
+        db = self.db
+        params = {"b_node": self.node, "b_now": db.stamp(self.clock.now()),
+                  "b_ids": json.dumps(list(ids)) if db.is_sqlite else list(ids)}
+
+        def work(tx: Tx) -> set[int]:  # on the database thread: one wait for the loop, as claims
+            return {r[0] for r in tx.rows(hot.hand, params)}
+
+        return await db.transact(work)
 
     async def apply(self, results: Sequence[Applied]) -> int:
         """Write a batch of results; returns how many rows were still ours to change.
@@ -254,6 +359,7 @@ class DeliveryStore:
         if not results:
             return 0
         hot = self._statements()
+        self._settled(results)
 
         def work(tx: Tx) -> int:  # on the database thread
             written = self._result_rows(results)
@@ -281,7 +387,8 @@ class DeliveryStore:
         """Apply providers' receipts in one transaction; for each, whether it changed its row.
 
         One commit for many: every status callback and played-ack used to be its own
-        fsync'd transaction, and a fan-out's receipts queued behind each other.
+        fsync'd transaction, and a fan-out's receipts queued behind each other. A receipt
+        of another attempt than the current one changes nothing (see `_Hot.receipt`).
         """
         if not batch:
             return []
@@ -296,7 +403,7 @@ class DeliveryStore:
                 statement = hot.receipt_delivered if r.state is State.DELIVERED else hot.receipt
                 rows = tx.rows_changed(statement, {
                     "b_id": r.delivery_id, "b_state": r.state.value, "b_code": r.code,
-                    "b_detail": r.detail[:2000], "b_ref": r.provider_ref,
+                    "b_detail": r.detail[:2000], "b_ref": r.provider_ref, "b_attempt": r.attempt,
                     "b_next": None if r.next_attempt_at is None else stamp(r.next_attempt_at),
                     "b_at": at, "b_done": done})
                 changed.append(rows == 1)
@@ -305,17 +412,19 @@ class DeliveryStore:
         return await self.db.transact(work)
 
     async def overdue_sent(self, channels: Sequence[str], quiet_since: datetime, sent_since: datetime,
-                           limit: int) -> list[tuple[int, str, str]]:
-        """(id, channel, provider_ref) of sends still `sent` with no word since `quiet_since`,
-        sent after `sent_since`: their final status callback is overdue. Longest quiet first."""
+                           limit: int) -> list[tuple[int, str, str, int]]:
+        """(id, channel, provider_ref, attempts) of sends still `sent` with no word since
+        `quiet_since`, sent after `sent_since`: their final status callback is overdue. Longest
+        quiet first. The attempt goes with the lookup's receipt: should the row have moved on to
+        another attempt meanwhile, the receipt changes nothing."""
         d = deliveries.c
         async with self.db.read() as conn:
             rows = await conn.execute(
-                sa.select(d.id, d.channel, d.provider_ref)
+                sa.select(d.id, d.channel, d.provider_ref, d.attempts)
                 .where(d.state == State.SENT.value, d.channel.in_(channels), d.provider_ref.is_not(None),
                        d.updated_at <= quiet_since, d.sent_at >= sent_since)
                 .order_by(d.updated_at).limit(limit))
-            return [(r.id, r.channel, r.provider_ref) for r in rows]
+            return [(r.id, r.channel, r.provider_ref, r.attempts) for r in rows]
 
     async def looked_up(self, ids: Sequence[int]) -> None:
         """Sends the provider still calls in flight: looked up again only after another quiet spell."""
@@ -331,38 +440,96 @@ class DeliveryStore:
             return (await conn.execute(sa.select(deliveries.c.attempts)
                                        .where(deliveries.c.id == delivery_id))).scalar()
 
-    async def recover(self, node_id: str, dedupe_channels: set[str]) -> dict[str, int]:
-        """Rows left in `sending` by a dead process: re-send where receivers de-duplicate, else uncertain.
+    async def recover(self, node_id: str, dedupe_channels: set[str], dead: Sequence[str] = ()) -> dict[str, int]:
+        """Rows left in `sending` by a dead process, each as `after_crash` decides; how many
+        of each: "unsent" and "resent" (both `pending` again, due now), "uncertain".
 
-        A row is orphaned when its lease ran out, or when it was claimed by an
-        earlier incarnation of this very node (we just restarted, so it is dead).
-        A lease outlasts every send (the configuration checks it), so a row of this
-        very process whose lease ran out is one it lost track of: recovered too.
+        A row is orphaned when its lease ran out, when it was claimed by an earlier
+        incarnation of this very node (we just restarted, so it is dead), or by one of
+        the `dead` incarnations (stopped, or no heartbeat for `takeover_seconds`: see
+        warnd.store.nodes), at once. A lease outlasts every send (the configuration
+        checks it), so a row of this very process whose lease ran out is one it lost
+        track of: recovered too.
         """
         now = self.clock.now()
         d = deliveries.c
+        others = [x for x in dead if x != self.node]
         orphan = sa.and_(d.state == State.SENDING.value,
                          sa.or_(d.lease_until < now,
-                                sa.and_(d.claimed_by.like(f"{node_id}/%"), d.claimed_by != self.node)))
-        counts = {}
+                                sa.and_(d.claimed_by.like(f"{node_id}/%"), d.claimed_by != self.node),
+                                *([d.claimed_by.in_(others)] if others else [])))
+        counts = dict.fromkeys(RECOVERY, 0)
         async with self.db.write() as conn:
-            for resend, state, code in ((True, State.PENDING, "recovered"), (False, State.UNCERTAIN, "orphaned")):
-                where = sa.and_(orphan, d.channel.in_(dedupe_channels) if resend
-                                else d.channel.not_in(dedupe_channels))
-                ids = list((await conn.execute(sa.select(d.id).where(where).with_for_update(skip_locked=True)))
-                           .scalars())
-                if ids:
-                    await conn.execute(sa.update(deliveries).where(d.id.in_(ids), d.state == State.SENDING.value)
-                                       .values(state=state.value, claimed_by=None, lease_until=None,
-                                               next_attempt_at=now, last_code=code,
-                                               last_detail="claimed by a process that stopped",
-                                               updated_at=now, version=d.version + 1))
-                counts[state.value] = len(ids)
+            found = (await conn.execute(sa.select(d.id, d.channel, d.handed_at.is_not(None))
+                                        .where(orphan).with_for_update(skip_locked=True))).all()
+            by_fate: dict[str, list[int]] = {}
+            for row_id, channel, handed in found:
+                by_fate.setdefault(after_crash(bool(handed), channel in dedupe_channels), []).append(row_id)
+            for fate, ids in by_fate.items():
+                await conn.execute(sa.update(deliveries).where(d.id.in_(ids), d.state == State.SENDING.value)
+                                   .values(**RECOVERY[fate], claimed_by=None, lease_until=None, next_attempt_at=now,
+                                           updated_at=now, version=d.version + 1))
+                counts[fate] = len(ids)
         return counts
+
+    async def unsettled(self, channels: Sequence[str], handed_before: datetime, handed_since: datetime,
+                        limit: int) -> list["Unsettled"]:
+        """`uncertain` sends of these channels handed between the two times: to be asked
+        about at the provider (see Node.settle_uncertain). Longest waiting first."""
+        d = deliveries.c
+        handed = sa.func.coalesce(d.handed_at, d.updated_at)  # rows from before the handed mark: when recovered
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                sa.select(d.id, d.channel, d.address, d.attempts, d.handed_at, d.created_at, d.updated_at)
+                .where(d.state == State.UNCERTAIN.value, d.channel.in_(channels), handed <= handed_before,
+                       handed >= handed_since)
+                .order_by(d.updated_at).limit(limit))
+            return [Unsettled(r.id, r.channel, r.address, r.attempts, r.handed_at, r.created_at, r.updated_at)
+                    for r in rows]
+
+    async def known_refs(self, channel: str, refs: Sequence[str]) -> set[str]:
+        """Which of these provider SIDs some delivery of the channel already owns (not
+        another's lost send, then). Looked up only while settling uncertain sends: rare."""
+        if not refs:
+            return set()
+        d = deliveries.c
+        async with self.db.read() as conn:
+            return set((await conn.execute(sa.select(d.provider_ref)
+                                           .where(d.channel == channel, d.provider_ref.in_(list(refs)))))
+                       .scalars())
+
+    async def found_at_provider(self, delivery_id: int, provider_ref: str) -> bool:
+        """An uncertain send the provider has: `sent` under its SID (its status settles it,
+        now or by reconciliation); whether the row was still uncertain."""
+        now = self.clock.now()
+        d = deliveries.c
+        async with self.db.write() as conn:
+            return (await conn.execute(
+                sa.update(deliveries).where(d.id == delivery_id, d.state == State.UNCERTAIN.value)
+                .values(state=State.SENT.value, provider_ref=provider_ref, last_code="found_at_provider",
+                        last_detail="the provider has it: not sent again",
+                        sent_at=sa.func.coalesce(d.sent_at, d.handed_at, now), updated_at=now,
+                        version=d.version + 1))).rowcount == 1
+
+    async def not_at_provider(self, ids: Sequence[int]) -> int:
+        """Uncertain sends the provider does not have: queued again, due now (the handed
+        attempt stays counted: it was made, and reached nobody)."""
+        if not ids:
+            return 0
+        now = self.clock.now()
+        d = deliveries.c
+        async with self.db.write() as conn:
+            return (await conn.execute(
+                sa.update(deliveries).where(d.id.in_(list(ids)), d.state == State.UNCERTAIN.value)
+                .values(state=State.PENDING.value, next_attempt_at=now, last_code="uncertain_resent",
+                        last_detail="not at the provider: sent again", updated_at=now,
+                        version=d.version + 1))).rowcount
 
     async def resend_uncertain(self, channels: Sequence[str], quiet_since: datetime) -> int:
         """`uncertain` sends of warnings in force with no word from the provider since
-        `quiet_since` go out again (see twilio.resend_uncertain_after_seconds)."""
+        `quiet_since` go out again: the last resort for channels that cannot be looked up
+        at their provider (see twilio.resend_uncertain_after_seconds; SMS and calls are
+        settled by `unsettled` and a lookup instead, never re-sent blind)."""
         now = self.clock.now()
         d, w = deliveries.c, warnings.c
         async with self.db.write() as conn:

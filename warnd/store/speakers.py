@@ -1,7 +1,7 @@
 """Loudspeakers: presence, grids left uncovered by silent speakers, and re-broadcasts."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -13,9 +13,23 @@ from warnd.domain.escalation import snapshot
 from warnd.domain.model import Level
 from warnd.store.database import Database
 from warnd.store.escalation import write_ladder
-from warnd.store.schema import confirmations, deliveries, speaker_presence, warnings
+from warnd.store.schema import attempts, confirmations, deliveries, speaker_presence, warnings
 
 WAITING = [s.value for s in (State.PENDING, State.SENDING, State.SENT, State.UNCERTAIN)]
+
+
+def silent(since: datetime) -> sa.ColumnElement[bool]:
+    """A speaker command with no played-ack that is overdue: published before `since` (its
+    PUBACK written as `sent_at`, or handed and its result lost), or never published though
+    warnd tried before `since` (the broker refused or was away: its attempts are logged).
+    A command only planned, or claimed by a node that died before publishing, is not
+    overdue: it is published after the restart and its time runs from then.
+    (应答超时从每次下发起算，而非从计划起算。)"""
+    d, a = deliveries.c, attempts.c
+    published = sa.func.coalesce(d.sent_at, d.handed_at) < since
+    tried = sa.and_(d.sent_at.is_(None), d.handed_at.is_(None),
+                    sa.exists().where(a.delivery_id == d.id, a.started_at < since))
+    return sa.or_(published, tried)
 
 
 class SpeakerStore:
@@ -41,7 +55,10 @@ class SpeakerStore:
 
     async def mark_uncovered(self) -> int:
         """Grids whose speakers are offline, failed, or silent past the ack timeout: mark, and escalate
-        them by the "uncovered" ladder (written once, in the same transaction)."""
+        them by the "uncovered" ladder (written once, in the same transaction).
+
+        The ack timeout runs from each publish (`silent`), not from planning: a command that
+        went out late, after a restart, gets its full time to be played and acked."""
         now = self.clock.now()
         d, c, p = deliveries.c, confirmations.c, speaker_presence.c
         silent_since = now - timedelta(seconds=self.config.speaker.ack_timeout_seconds)
@@ -52,7 +69,7 @@ class SpeakerStore:
                           .outerjoin(speaker_presence, p.speaker_id == d.recipient_id))
              .where(d.channel == "speaker", d.purpose == "warning", c.state == "open", c.uncovered_at.is_(None),
                     sa.or_(d.state == State.FAILED.value, p.online.is_(False),
-                           sa.and_(d.state.in_(WAITING), d.created_at < silent_since)))
+                           sa.and_(d.state.in_(WAITING), silent(silent_since))))
              .group_by(c.id, c.warning_id, c.grid))
         ladder = self.config.ladder("uncovered")
         async with self.db.write() as conn:
