@@ -19,6 +19,15 @@ connection drops are re-sent by paho (DUP) after the reconnect; receivers
 de-duplicate by message id. The window (`inflight`) is a semaphore whose slot
 is released only by the PUBACK, even when the waiting caller gave up, so paho
 never holds more than `inflight` messages (its packet ids wrap at 65,535).
+
+Inbound QoS 1 messages are acknowledged by paho as soon as `on_message`
+returns, unless the link is made with `manual_ack=True`: then the receiver
+takes `link.acker(message)` in `on_message` and calls it once the message is
+safe (committed), so a process killed in between loses nothing — the broker
+keeps the message in the session and re-sends it (DUP) after the reconnect. An
+acker whose connection has since been lost sends nothing: the packet id
+belongs to that connection's session state, and the broker re-sends the
+message on the new connection, where its own acker answers it.
 """
 from __future__ import annotations
 
@@ -140,11 +149,29 @@ OnConnect = Callable[["MqttLink", bool], None]  # (link, session_present): subsc
 OnMessage = Callable[[mqtt.MQTTMessage], None]
 
 
+class Acker:
+    """The PUBACK owed for one inbound message of a manual-ack link; call it once, on the loop thread."""
+
+    __slots__ = ("_link", "_connection", "mid", "qos", "done")
+
+    def __init__(self, link: "MqttLink", connection: int, mid: int, qos: int) -> None:
+        self._link, self._connection, self.mid, self.qos = link, connection, mid, qos
+        self.done = False
+
+    def __call__(self) -> bool:
+        """Acknowledge; False when not sent (already done, or the connection it came on is gone:
+        the broker re-sends the message after the reconnect)."""
+        if self.done:
+            return False
+        self.done = True
+        return self._link._ack(self._connection, self.mid, self.qos)  # noqa: SLF001 - its own link
+
+
 class MqttLink:
     def __init__(self, url: str, *, client_id: str, protocol: int = 5, inflight: int = 1000,
                  keepalive: int = 30, session_expiry: int = 3600, will: Will | None = None,
                  on_connect: OnConnect | None = None, on_message: OnMessage | None = None,
-                 backoff: tuple[float, float] = (0.1, 10.0)) -> None:
+                 backoff: tuple[float, float] = (0.1, 10.0), manual_ack: bool = False) -> None:
         if protocol not in (4, 5):
             raise ValueError(f"MQTT protocol must be 4 or 5, not {protocol}")
         self.address = parse_url(url)
@@ -158,7 +185,7 @@ class MqttLink:
         v5 = protocol == 5
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                                   protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-                                  clean_session=None if v5 else False)
+                                  clean_session=None if v5 else False, manual_ack=manual_ack)
         # Our semaphore is the window; paho's own limit would re-scan every queued
         # message on each PUBACK (O(n²) for a large fan-out).
         self.client.max_inflight_messages_set(0)
@@ -176,6 +203,8 @@ class MqttLink:
         c.on_socket_unregister_write = self._on_unregister_write
         self.connected = asyncio.Event()
         self.connects = 0  # successful CONNACKs, for tests and metrics
+        self.acks_sent = 0  # manual PUBACKs handed to paho
+        self.acks_stale = 0  # manual acks not sent: their connection was gone (the broker re-sends)
         self._window = _Window(inflight)
         self._pending: dict[int, asyncio.Future[int] | None] = {}  # mid → waiter (None: gave up)
         self._lost = asyncio.Event()
@@ -350,6 +379,28 @@ class MqttLink:
         rc, _ = self.client.subscribe(topics)
         if rc != mqtt.MQTT_ERR_SUCCESS:
             log.warning("mqtt subscribe failed", extra={"client": self.client_id, "rc": int(rc)})
+
+    def acker(self, message: mqtt.MQTTMessage) -> Acker:
+        """The acknowledgement of `message`, to call once it is safe (a `manual_ack` link;
+        take it inside `on_message`, which runs while that message's connection is current)."""
+        return Acker(self, self.connects, message.mid, message.qos)
+
+    def _ack(self, connection: int, mid: int, qos: int) -> bool:
+        if qos == 0:
+            return True  # nothing to acknowledge
+        if threading.get_ident() != self._loop_thread:
+            raise RuntimeError("MQTT acks are sent from the event loop thread")  # paho is not thread-safe
+        # Not while a connect runs in the executor (connected is clear then), and never on a newer
+        # connection: if its session was not resumed, the packet id may name another message.
+        if connection != self.connects or not self.connected.is_set():
+            self.acks_stale += 1
+            return False
+        rc = self.client.ack(mid, qos)
+        if rc != mqtt.MQTT_ERR_SUCCESS:
+            self.acks_stale += 1
+            return False
+        self.acks_sent += 1
+        return True
 
     # --- paho callbacks (all on the loop thread, except the socket ones during connect)
 

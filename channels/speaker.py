@@ -38,7 +38,17 @@ subscriptions from its persistence file (warnd subscribes again on reconnect).
 ack later makes the delivery delivered (`mqtt.played`) or failed
 (`mqtt.play_failed`). Acks are read through the shared subscription
 `$share/{shared_group}/{prefix}/+/ack` (MQTT 5), so each ack reaches one warnd
-node; on 3.1.1 every node reads every ack (receipts are idempotent).
+node; on 3.1.1 every node reads every ack (receipts are idempotent). A channel
+without a sink (`start` not called: it only sends) does not subscribe, so it
+takes no share of the acks it could not record.
+
+Acks and statuses are acknowledged to the broker (PUBACK) only once their
+receipt or presence is committed: a node killed in between loses none, as the
+broker keeps them in the node's persistent session and re-sends them when the
+node (the same client id, `warnd-<node name>`) connects again; the receipt is
+then applied again, which changes nothing if it had been committed. A message
+that is not a receipt (malformed, not ours) is acknowledged at once, or it would
+come back after every reconnect; it is counted in `inbound` and logged.
 Without `mqtt.url` the channel starts the embedded broker (warnd.sim.broker).
 """
 from __future__ import annotations
@@ -49,6 +59,7 @@ import logging
 import math
 import re
 import secrets
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -59,7 +70,7 @@ from warnd.render import render as render_template
 from warnd.render import warning_context
 
 from .base import Message, Outcome, ReceiptSink, Rendered, SendResult
-from .mqtt_link import Disconnected, MqttLink, PublishError, PublishTimeout, publish_properties
+from .mqtt_link import Acker, Disconnected, MqttLink, PublishError, PublishTimeout, publish_properties
 from .webhook import webhook_id
 
 log = logging.getLogger("warnd.speaker")
@@ -69,6 +80,10 @@ MESSAGE_ID_RE = re.compile(r"^msg_warnd_(\d{1,18})$")
 URL_RE = re.compile(r"(https?://|www\.)\S+", re.IGNORECASE)
 BAD_ID_CHARS = frozenset("/+#\x00")
 RECEIPT_WORKERS = 32
+COMMIT_ATTEMPTS = 5  # tries of one receipt's write before it is left to the broker to re-send
+COMMIT_BACKOFF = (0.2, 5.0)  # seconds between tries: first, most
+STALL_SECONDS = 1.0  # messages held with no commit for this long: the database is stalled
+STALL_LOG_EVERY = 10.0  # seconds between two "stalled" warnings
 # ack state → (receipt state for the engine, code); "sent" changes nothing there
 ACK_STATES = {"played": ("delivered", "mqtt.played"), "failed": ("failed", "mqtt.play_failed"),
               "received": ("sent", "mqtt.received"), "playing": ("sent", "mqtt.playing")}
@@ -161,7 +176,10 @@ class SpeakerChannel:
         self._clock = clock
         self._link: MqttLink | None = None
         self._sink: ReceiptSink | None = None
-        self._inbox: asyncio.Queue = asyncio.Queue()
+        self._inbox: asyncio.Queue = asyncio.Queue()  # (kind, item, its acker)
+        # received, redelivered (DUP), acked, not_acked (left to the broker to re-send), and
+        # what was acknowledged without a receipt: not_ours, malformed_ack, malformed_status, …
+        self.inbound: Counter[str] = Counter()
         self._workers: list[asyncio.Task] = []
         self._stop_broker = None
         self._starting = asyncio.Lock()
@@ -230,7 +248,9 @@ class SpeakerChannel:
     async def start(self, sink: ReceiptSink) -> None:
         """Connect (in the background) and report acks and presence to `sink`."""
         self._sink = sink
-        await self._ensure_link()
+        link = await self._ensure_link()
+        if link.connected.is_set():  # connected by an earlier send, without a sink: subscribe now
+            self._subscribe(link, True)
 
     async def _ensure_link(self) -> MqttLink:
         if self._link is not None:
@@ -245,9 +265,11 @@ class SpeakerChannel:
         if url is None:
             url = await self._embedded_broker()
         link = MqttLink(url, client_id=self.client_id, protocol=self.protocol, inflight=self.mqtt.inflight,
-                        on_connect=self._subscribe, on_message=self._on_message)
+                        on_connect=self._subscribe, on_message=lambda m: self._on_message(link, m),
+                        manual_ack=True)
         self._link = link
         self._workers = [asyncio.create_task(self._report()) for _ in range(RECEIPT_WORKERS)]
+        self._workers.append(asyncio.create_task(self._watch_stalls()))
         await link.start()
 
     async def _embedded_broker(self) -> str:
@@ -263,57 +285,129 @@ class SpeakerChannel:
         return url
 
     def _subscribe(self, link: MqttLink, session_present: bool) -> None:
+        if self._sink is None:
+            return  # nobody to record acks: leave them to the nodes that do
         acks = f"{self.prefix}/+/ack"
         if self.protocol == 5:
             acks = f"$share/{self.mqtt.shared_group}/{acks}"
         link.subscribe([(acks, 1), (f"{self.prefix}/+/status", 1)])  # again on every connect
 
-    def _on_message(self, message) -> None:  # noqa: ANN001 - a paho MQTTMessage
+    def _on_message(self, link: MqttLink, message) -> None:  # noqa: ANN001 - a paho MQTTMessage
+        """Queue a receipt or presence with its PUBACK, sent once it is committed; acknowledge
+        anything else at once (un-acknowledged, it would come back after every reconnect)."""
+        ack = link.acker(message)
+        self.inbound["received"] += 1
+        if message.dup:
+            self.inbound["redelivered"] += 1
+        try:
+            item = self._read(message)
+        except Exception:  # noqa: BLE001 - e.g. a topic that is not UTF-8
+            log.exception("unreadable speaker message")
+            self.inbound["unreadable"] += 1
+            item = None
+        if item is None:
+            self._settle(ack)
+        else:
+            self._inbox.put_nowait((*item, ack))
+
+    def _read(self, message) -> tuple[str, object] | None:  # noqa: ANN001
+        """("receipt", Ack) or ("presence", (speaker, online, at)); None (counted) for anything else."""
         topic = message.topic
-        if not topic.startswith(self.prefix + "/"):
-            return
         speaker_id, _, kind = topic[len(self.prefix) + 1:].rpartition("/")
+        if not topic.startswith(self.prefix + "/") or kind not in ("ack", "status"):
+            self.inbound["not_ours"] += 1
+            return None
+        if self._sink is None:
+            self.inbound["no_sink"] += 1
+            return None
         if kind == "ack":
             ack = parse_ack(message.payload)
             if ack is None:
                 log.warning("malformed speaker ack", extra={"speaker": speaker_id,
                                                             "payload": message.payload[:200]})
-                return
-            self._inbox.put_nowait(("receipt", ack))
-        elif kind == "status" and message.payload:  # an empty retained message clears the status
-            try:
-                status = json.loads(message.payload)
-                online = status["online"]
-                if not isinstance(online, bool):
-                    raise TypeError("online is not a boolean")
-            except (ValueError, TypeError, KeyError, UnicodeDecodeError):
-                log.warning("malformed speaker status", extra={"speaker": speaker_id})
-                return
-            self._inbox.put_nowait(("presence", (speaker_id, online, str(status.get("at", "")))))
+                self.inbound["malformed_ack"] += 1
+                return None
+            return "receipt", ack
+        if not message.payload:  # an empty retained message clears the status
+            self.inbound["cleared_status"] += 1
+            return None
+        try:
+            status = json.loads(message.payload)
+            online = status["online"]
+            if not isinstance(online, bool):
+                raise TypeError("online is not a boolean")
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+            log.warning("malformed speaker status", extra={"speaker": speaker_id})
+            self.inbound["malformed_status"] += 1
+            return None
+        return "presence", (speaker_id, online, str(status.get("at", "")))
+
+    def _settle(self, ack: Acker) -> None:
+        """Send a PUBACK; one whose connection is gone is re-sent by the broker instead."""
+        self.inbound["acked" if ack() else "not_acked"] += 1
+
+    @property
+    def held(self) -> int:
+        """Messages read and not yet acknowledged (their receipts are being committed)."""
+        return self.inbound["received"] - self.inbound["acked"] - self.inbound["not_acked"]
 
     async def _report(self) -> None:
         while True:
-            kind, item = await self._inbox.get()
+            kind, item, ack = await self._inbox.get()
             try:
-                if self._sink is None:
-                    continue
+                if await self._commit(kind, item):
+                    self._settle(ack)
+                else:
+                    self.inbound["not_acked"] += 1
+            finally:
+                self._inbox.task_done()
+
+    async def _commit(self, kind: str, item) -> bool:  # noqa: ANN001
+        """Hand one message to the sink; True once committed. A failed write is tried again (the
+        database may be back in a moment); after COMMIT_ATTEMPTS it stays un-acknowledged, and
+        the broker re-sends it after the next reconnect."""
+        pause, most = COMMIT_BACKOFF
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
                 if kind == "receipt":
                     await self._sink.receipt(self.name, item.delivery_id, item.state, item.code, None, item.detail)
                 else:
                     await self._sink.presence(*item)
-            except Exception:  # noqa: BLE001 - one bad receipt must not stop the others
-                log.exception("speaker receipt failed", extra={"item": repr(item)[:200]})
-            finally:
-                self._inbox.task_done()
+                return True
+            except Exception as exc:  # noqa: BLE001 - one bad receipt must not stop the others
+                if attempt == COMMIT_ATTEMPTS:
+                    log.exception("speaker receipt not committed; left to the broker to re-send",
+                                  extra={"item": repr(item)[:200]})
+                    return False
+                log.warning("speaker receipt not committed; trying again",
+                            extra={"item": repr(item)[:200], "error": repr(exc)[:200], "attempt": attempt})
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, most)
+        return False
+
+    async def _watch_stalls(self) -> None:
+        """Warn when messages wait while none gets committed: the database is stalled. (They
+        are safe: un-acknowledged, the broker keeps them until their PUBACK.)"""
+        loop = asyncio.get_running_loop()
+        held, settled, quiet_until = 0, 0, 0.0
+        while True:
+            await asyncio.sleep(STALL_SECONDS)
+            now_settled = self.inbound["acked"] + self.inbound["not_acked"]
+            # held a whole tick ago, and not one settled since (a message just read is no stall)
+            if held > 0 and now_settled == settled and loop.time() >= quiet_until:
+                log.warning("speaker messages wait for the database; not acknowledged to the broker yet",
+                            extra={"held": self.held})
+                quiet_until = loop.time() + STALL_LOG_EVERY
+            held, settled = self.held, now_settled
 
     async def close(self) -> None:
         if self._link is not None:
-            await self._link.close()
-            self._link = None
-            try:  # hand over the receipts already read
+            try:  # commit and acknowledge what was read while the connection is still up
                 await asyncio.wait_for(self._inbox.join(), 5.0)
             except TimeoutError:
-                log.warning("speaker receipts dropped at close", extra={"count": self._inbox.qsize()})
+                log.warning("speaker messages left for the broker to re-send", extra={"count": self.held})
+            await self._link.close()
+            self._link = None
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)

@@ -171,3 +171,74 @@ async def test_no_puback_keeps_the_slot_and_is_retry_timeout():
         await channel.close()
         server.close()
         await server.wait_closed()
+
+
+class Member:
+    """A manual-ack member of the shared group `$share/g/t/+/ack`; records (payload, dup)."""
+
+    def __init__(self, url: str, client_id: str, *, ack: bool) -> None:
+        self.got: list[tuple[bytes, bool]] = []
+        self.unacked: dict[bytes, object] = {}  # payload → its acker, when not acking
+        self.ack = ack
+        self.link = MqttLink(url, client_id=client_id, manual_ack=True, on_message=self._on_message,
+                             on_connect=lambda link, present: link.subscribe([("$share/g/t/+/ack", 1)]))
+
+    def _on_message(self, message) -> None:  # noqa: ANN001
+        self.got.append((message.payload, bool(message.dup)))
+        acker = self.link.acker(message)
+        if self.ack:
+            acker()
+        else:
+            self.unacked[message.payload] = acker
+
+    def payloads(self) -> set[bytes]:
+        return {p for p, _ in self.got}
+
+    async def start(self) -> None:
+        await self.link.start()
+        await self.link.publish("sync", b"", timeout=WAIT)  # after our SUBSCRIBE: subscribed
+
+
+async def until_true(predicate, what: str) -> None:  # noqa: ANN001
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, f"not reached in {WAIT}s: {what}"
+        await asyncio.sleep(0.01)
+
+
+async def test_unacknowledged_shared_messages_come_back_to_the_same_client_id(tmp_path):
+    """What warnd's acks-after-commit relies on, with the real Mosquitto: a QoS 1 message of a
+    persistent session's shared subscription stays at the broker until its PUBACK. A member
+    that dies without acknowledging (no DISCONNECT, as kill -9) gets it again, DUP, when it
+    connects under the same client id — it is not handed to the other member — and one it
+    did acknowledge does not come back. While it is away, its turn of new messages waits for
+    it too (Mosquitto 2.0 keeps dealing to a persistent member's session)."""
+    async with running_mosquitto(tmp_path) as broker:
+        a, b = Member(broker.url, "node-a", ack=False), Member(broker.url, "node-b", ack=True)
+        await a.start()
+        await b.start()
+        pub = MqttLink(broker.url, client_id="speakers")
+        await pub.start()
+        first = [f"m{i}".encode() for i in range(6)]
+        for payload in first:
+            await pub.publish(f"t/{payload.decode()}/ack", payload, timeout=WAIT)
+        await until_true(lambda: a.payloads() | b.payloads() == set(first), "all six read")
+        assert len(a.unacked) >= 2, a.got  # the broker deals them in turn
+        acked, *held = sorted(a.unacked)
+        assert a.unacked.pop(acked)() is True
+        await a.link.publish("sync", b"", timeout=WAIT)  # its PUBACK went first: the broker has it
+        await a.link.drop()  # gone without DISCONNECT; the session stays
+
+        later = [f"n{i}".encode() for i in range(6)]
+        for payload in later:
+            await pub.publish(f"t/{payload.decode()}/ack", payload, timeout=WAIT)
+        back = Member(broker.url, "node-a", ack=True)  # the same client id, as a restarted node
+        await back.start()
+        await until_true(lambda: set(later) <= back.payloads() | b.payloads(), "the later six read")
+        assert back.link.connects == 1 and len(back.got) == len(back.payloads())
+        assert {p for p, dup in back.got if dup} == set(held)  # re-sent, marked DUP
+        assert acked not in back.payloads()  # acknowledged: gone for good
+        assert not set(held) & {p for p, _ in b.got[len(first):]}  # not handed to the other member
+        assert back.payloads() & set(later)  # its turn waited for it
+        assert sorted(p for p, _ in back.got + b.got if p in later) == sorted(later)  # each once
+        await asyncio.gather(back.link.close(), b.link.close(), pub.close())

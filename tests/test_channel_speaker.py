@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections import Counter
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -195,6 +196,14 @@ class RecordingSink:
         await asyncio.wait_for(until(), timeout)
 
 
+async def poll(predicate, timeout: float = WAIT) -> None:  # noqa: ANN001
+    """Wait for a condition nothing signals (a reconnect); fail after `timeout`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
 @pytest.fixture
 async def broker(tmp_path):
     async with running_mosquitto(tmp_path, persistent=True) as b:
@@ -369,8 +378,31 @@ async def test_malformed_acks_are_ignored(broker, sink):
     await sink.wait_until(lambda: sink.receipts)
     assert [r[:4] for r in sink.receipts] == [("speaker", 5, "delivered", "mqtt.played")]
     assert sink.online == {}
+    counts = channel.inbound
+    assert (counts["malformed_ack"], counts["malformed_status"], channel.held) == (2, 1, 0)
+    # acknowledged at once, though no receipt came of them: after a broken connection none comes back
+    channel._link.client.socket().shutdown(socket.SHUT_RDWR)
+    await poll(lambda: channel._link.connects == 2 and channel._link.connected.is_set())
+    await link.publish("warnd/speakers/s1/ack", b'{"message_id": "msg_warnd_6", "state": "played"}', timeout=WAIT)
+    await sink.wait_until(lambda: len(sink.receipts) == 2)  # re-sent messages would have come first
+    assert (counts["redelivered"], counts["malformed_ack"], counts["not_acked"]) == (0, 2, 0)
     await link.close()
     await channel.close()
+
+
+async def test_a_channel_without_a_sink_takes_no_share_of_the_acks(broker, sink):
+    """Only a channel that records acks subscribes: one that only sends would drop its share."""
+    sender, reader = channel_for(broker), channel_for(broker)
+    fleet = SpeakerFleet(10)
+    await fleet.start(broker.url)
+    await reader.start(sink)
+    assert await reader._link.wait_connected(WAIT)
+    await fan_out(sender, list(fleet.speakers), future_alert())
+    await sink.wait_until(lambda: len(sink.states("delivered")) == 10)
+    assert sender.inbound["received"] == 0
+    await sender.close()
+    await reader.close()
+    await fleet.stop()
 
 
 async def test_two_nodes_share_the_acks(broker):
