@@ -7,6 +7,7 @@ judged afterwards by the same schema and rules as XML (see `validate`).
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -24,6 +25,11 @@ _INFO_KEYS = {"language", "category", "event", "responseType", "urgency", "sever
 _RESOURCE_KEYS = {"resourceDesc", "mimeType", "size", "uri", "derefUri", "digest"}
 _AREA_KEYS = {"areaDesc", "polygon", "circle", "geocode", "altitude", "ceiling"}
 _PAIR_KEYS = {"valueName", "value"}
+# What XML 1.0 cannot carry (NUL, most control characters, lone surrogates, U+FFFE/U+FFFF):
+# JSON strings may hold them, the canonical CAP XML cannot.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_NOT_XML_TEXT = ("contains a character XML cannot carry (NUL, a control character or a lone surrogate)",
+                 "含有 XML 无法承载的字符（NUL、控制字符或孤立代理项）")
 
 
 class _Obj:
@@ -31,8 +37,8 @@ class _Obj:
 
     def __init__(self, data: dict, path: str, problems: list[Problem], keys: set[str]) -> None:
         self.data, self.path, self.problems = data, path, problems
-        for key in sorted(set(data) - keys):
-            self.fail(key, "unknown field", "未知字段")
+        for key in sorted(set(data) - keys):  # a lone surrogate in a name would not encode
+            self.fail(key.encode("utf-8", "backslashreplace").decode("utf-8"), "unknown field", "未知字段")
 
     def at(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
@@ -49,6 +55,9 @@ class _Obj:
         if not isinstance(value, str):
             self.fail(key, f"must be a string, not {type(value).__name__}", "必须是字符串")
             return None
+        if _NOT_XML.search(value):
+            self.fail(key, *_NOT_XML_TEXT)
+            return None
         return value
 
     def texts(self, key: str, required: bool = False) -> tuple[str, ...]:
@@ -56,6 +65,8 @@ class _Obj:
         for i, item in enumerate(items):
             if not isinstance(item, str):
                 self.fail(f"{key}[{i}]", "must be a string", "必须是字符串")
+            elif _NOT_XML.search(item):
+                self.fail(f"{key}[{i}]", *_NOT_XML_TEXT)
         return tuple(i for i in items if isinstance(i, str))
 
     def objs(self, key: str, keys: set[str]) -> list["_Obj"]:
@@ -79,7 +90,11 @@ class _Obj:
                 (kind is int and not isinstance(value, int)):
             self.fail(key, f"must be a{'n integer' if kind is int else ' number'}", "必须是数字")
             return None
-        return kind(value)
+        try:
+            return kind(value)
+        except OverflowError:  # an integer past the largest float
+            self.fail(key, "number out of range", "数值超出范围")
+            return None
 
     def parsed(self, key: str, parse: Callable[[str], T], required: bool = False) -> T | None:
         text = self.text(key, required)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import TypeVar
 
 from lxml import etree
@@ -107,7 +108,7 @@ def _info(r: _Reader, node: etree._Element, path: str) -> Info:
         text = r.text(kids, name)
         return None if text is None else r.convert(rules.parse_datetime, text, f"{path}/{name}", None)
 
-    areas = r.all(kids, "area")
+    areas, resources = r.all(kids, "area"), r.all(kids, "resource")
     return Info(
         language=r.text(kids, "language") or "en-US",  # the CAP default
         categories=r.texts(kids, "category"), event=r.text(kids, "event") or "",
@@ -118,17 +119,19 @@ def _info(r: _Reader, node: etree._Element, path: str) -> Info:
         sender_name=r.text(kids, "senderName"), headline=r.text(kids, "headline"),
         description=r.text(kids, "description"), instruction=r.text(kids, "instruction"),
         web=r.text(kids, "web"), contact=r.text(kids, "contact"), parameters=r.pairs(kids, "parameter"),
-        resources=tuple(_resource(r, c) for c in r.all(kids, "resource")),
+        resources=tuple(_resource(r, c, f"{path}/{rules.step('resource', k, len(resources))}")
+                        for k, c in enumerate(resources)),
         areas=tuple(_area(r, c, f"{path}/{rules.step('area', j, len(areas))}")
                     for j, c in enumerate(areas)))
 
 
-def _resource(r: _Reader, node: etree._Element) -> Resource:
+def _resource(r: _Reader, node: etree._Element, path: str) -> Resource:
     kids = _kids(node)
-    size = r.text(kids, "size")
+    size = r.text(kids, "size")  # xs:integer, but past 4300 digits int() refuses it
     return Resource(resource_desc=r.text(kids, "resourceDesc") or "",
                     mime_type=r.text(kids, "mimeType") or "",  # optional in CAP 1.1
-                    size=None if size is None else int(size), uri=r.text(kids, "uri"),
+                    size=None if size is None else r.convert(int, size, f"{path}/size", None),
+                    uri=r.text(kids, "uri"),
                     digest=r.text(kids, "digest"), has_deref_uri=r.text(kids, "derefUri") is not None)
 
 
@@ -249,8 +252,8 @@ def format_datetime(value: datetime) -> str:
 def format_number(x: float) -> str:
     """Shortest text that reads back as the same float, never in exponent form."""
     text = repr(float(x))
-    if "e" in text:
-        text = f"{x:.17f}".rstrip("0")
+    if "e" in text:  # the same shortest digits, written out (".17f" lost digits below 1e-5)
+        text = format(Decimal(text), "f")
     return text[:-2] if text.endswith(".0") else text
 
 

@@ -261,7 +261,7 @@ def _polygon(v: Any) -> tuple[tuple[float, float], ...] | None:
             raise bad
         try:
             lat, lon = (float(x) for x in p if not isinstance(x, bool))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer past the largest float
             raise bad from None
         if not (-90 <= lat <= 90 and -180 <= lon <= 180):
             raise _Invalid(f"point ({lat}, {lon}) is outside lat −90…90 / lon −180…180",
@@ -298,6 +298,11 @@ def _problem(where: Where, name: str, en: str, zh: str) -> Problem:
     return Problem(where.at(name), en, zh)
 
 
+def _printable(name: Any) -> str:
+    """A name the input chose (a field, a section) as text that encodes: "\\ud800", not a lone surrogate."""
+    return str(name).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _region_rules(v: dict[str, Any], where: Where, problems: list[Problem]) -> None:
     code, kind = v["code"], region_kind(v["code"])
     if v.get("kind") not in (None, kind):
@@ -323,7 +328,7 @@ def parse_row(kind: str, raw: Mapping[Any, Any], where: Where, problems: list[Pr
     start = len(problems)
     for key in raw:
         if str(key) not in spec:
-            problems.append(_problem(where, str(key), f"unknown field; expected {', '.join(spec)}",
+            problems.append(_problem(where, _printable(key), f"unknown field; expected {', '.join(spec)}",
                                      f"未知字段；可用字段：{', '.join(spec)}"))
     values: dict[str, Any] = {}
     for name, (conv, required) in spec.items():
@@ -360,7 +365,14 @@ class _LineDict(dict):
 
 
 class _Loader(yaml.SafeLoader):
-    pass
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """PyYAML's safe constructors raise ValueError, KeyError, AttributeError… for a bad
+        scalar (`2026-13-45`, `!!int x`, `!!bool x`, `!!timestamp x`): make it a YAML error at its line."""
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+            problem = _printable(f"cannot read {node.tag} {type(exc).__name__}: {exc}")
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
 
 
 def _construct_map(loader: _Loader, node: yaml.MappingNode):  # noqa: ANN202
@@ -390,6 +402,10 @@ def _yaml_rows(path: Path, text: str, problems: list[Problem]) -> Iterable[Row]:
         line = mark.line + 1 if mark else 1
         problems.append(Problem(f"{path.name}:{line}", f"not valid YAML: {exc}", f"不是有效的 YAML：{exc}"))
         return
+    except RecursionError as exc:  # nesting past the stack
+        problems.append(Problem(f"{path.name}:1", f"not readable YAML: {type(exc).__name__}",
+                                "无法读取的 YAML"))
+        return
     if doc is None:
         return
     if not isinstance(doc, dict):
@@ -399,7 +415,8 @@ def _yaml_rows(path: Path, text: str, problems: list[Problem]) -> Iterable[Row]:
     for kind, rows in doc.items():
         top = Where(path.name, doc.field_lines.get(kind, 1))
         if kind not in KINDS:
-            problems.append(Problem(f"{path.name}:{top.line}.{kind}", f"unknown section; expected {', '.join(KINDS)}",
+            problems.append(Problem(f"{path.name}:{top.line}.{_printable(kind)}",
+                                    f"unknown section; expected {', '.join(KINDS)}",
                                     f"未知分节；可用分节：{', '.join(KINDS)}"))
             continue
         if rows is None:
@@ -423,6 +440,13 @@ def csv_kind(path: Path) -> str | None:
 
 def _csv_rows(path: Path, text: str, kind: str, problems: list[Problem]) -> Iterable[Row]:
     reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        yield from _csv_cells(path, reader, kind, problems)
+    except csv.Error as exc:  # e.g. a field past csv.field_size_limit()
+        problems.append(Problem(f"{path.name}:{reader.line_num}", f"not valid CSV: {exc}", f"不是有效的 CSV：{exc}"))
+
+
+def _csv_cells(path: Path, reader: Any, kind: str, problems: list[Problem]) -> Iterable[Row]:
     header: list[str] | None = None
     end = 0
     for cells in reader:

@@ -92,7 +92,8 @@ def strip_signatures(root: etree._Element) -> tuple[ValidationNote, ...]:
 
     Verifying signatures is a separate concern; the note says it was not done.
     """
-    found = list(root.iter(f"{{{DSIG_NS}}}Signature"))
+    # A <Signature> root is no CAP alert; the schema check refuses it, so it stays.
+    found = [sig for sig in root.iter(f"{{{DSIG_NS}}}Signature") if sig.getparent() is not None]
     for sig in found:
         sig.getparent().remove(sig)
     if not found:
@@ -111,5 +112,11 @@ def decode_document(body: bytes, root: etree._Element) -> str:
     encoding = root.getroottree().docinfo.encoding or "utf-8"
     if encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
         encoding = "utf-8-sig"  # drops a byte-order mark
-    text = body.decode(encoding).lstrip("\ufeff")
+    try:
+        text = body.decode(encoding).lstrip("\ufeff")
+    except (LookupError, UnicodeDecodeError):
+        # An encoding libxml2 reads and Python does not (EUC-TW), or reads otherwise:
+        # libxml2's reading of the bytes as received, written out again.
+        tree = etree.fromstring(body, safe_parser()).getroottree()
+        return '<?xml version="1.0" encoding="UTF-8"?>\n' + etree.tostring(tree, encoding="unicode")
     return _XML_DECL.sub(r'\1"UTF-8"', text, count=1)
