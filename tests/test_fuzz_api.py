@@ -318,7 +318,7 @@ def test_every_operation_is_fuzzed_but_the_webhooks(served, schema):
 
 
 
-# ---------------------------------------------------------------- known, reported, not mended here
+# ---------------------------------------------------------------- found by fuzzing, mended, pinned
 
 BIG = 2**63  # one past SQLite's largest INTEGER (and -BIG - 1 one below its smallest)
 PAST_SQLITE = [
@@ -335,10 +335,6 @@ PAST_SQLITE = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "integer ids and offsets are parsed unbounded (warnings_api._int, coverage_api._id, tokens_api._id, "
-    "audit_api._number, the warnings list's offset) and reach SQLite: OverflowError 'Python int too large "
-    "to convert to SQLite INTEGER' is a 500 internal, not a 400/404"))
 @pytest.mark.parametrize(("method", "path", "body"), PAST_SQLITE, ids=[f"{m} {p}" for m, p, _ in PAST_SQLITE])
 def test_an_id_past_sqlite_integer_is_not_a_500(served, method, path, body):
     resp = requests.request(method, served.base + path, json=body,
@@ -346,7 +342,6 @@ def test_an_id_past_sqlite_integer_is_not_a_500(served, method, path, body):
     assert resp.status_code < 500, resp.text
 
 
-@pytest.mark.xfail(strict=True, reason="validate._schema_problem: XPath of a prefixed schema error (see test_fuzz_cap)")
 def test_a_prefixed_cap_document_with_a_schema_error_is_a_400(served):
     body = b'<cap:alert xmlns:cap="urn:oasis:names:tc:emergency:cap:1.2"><cap:identifier>x</cap:identifier></cap:alert>'
     resp = requests.post(served.base + "/api/v1/warnings", data=body, timeout=10, headers={
@@ -354,8 +349,6 @@ def test_a_prefixed_cap_document_with_a_schema_error_is_a_400(served):
     assert (resp.status_code, resp.json()["code"]) == (400, "cap.schema")
 
 
-@pytest.mark.xfail(strict=True, reason="validate._from_json: json.loads' ValueError past 4300 digits "
-                                        "(see test_fuzz_cap)")
 def test_a_json_integer_of_5000_digits_is_a_400(served):
     resp = requests.post(served.base + "/api/v1/warnings", data=b'{"identifier": ' + b"1" * 5000 + b"}", timeout=10,
                          headers={"Authorization": f"Bearer {served.token}", "Content-Type": "application/json"})

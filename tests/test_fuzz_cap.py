@@ -20,7 +20,6 @@ import copy
 import dataclasses
 import json
 import os
-import traceback
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 import pytest
 from conftest import CORPUS
 from factories import alert as factory_alert
-from hypothesis import HealthCheck, example, given, reject, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
@@ -100,10 +99,6 @@ def accepted_or_refused(body: bytes, content_type: str) -> ParsedAlert | None:
                 text.encode("utf-8")
         str(exc)
         return None
-    except Exception as exc:
-        if known_crash(exc):
-            reject()  # reported, pinned by a strict xfail below; keep looking for new ones
-        raise
     assert isinstance(parsed, ParsedAlert)
     assert isinstance(parsed.alert, Alert) and isinstance(parsed.cap_xml, str)
     again = parse_warning(parsed.cap_xml.encode("utf-8"), "application/cap+xml", CONFIG)
@@ -112,20 +107,6 @@ def accepted_or_refused(body: bytes, content_type: str) -> ParsedAlert | None:
     else:
         assert again.alert == parsed.alert
     return parsed
-
-
-# Crashes outside the files this suite may mend (warnd/ingest/validate.py), pinned by the
-# strict xfails at the end of this file: (exception type, function it escapes from, message part).
-KNOWN_CRASHES = {
-    ("XPathEvalError", "_schema_problem", "Undefined namespace prefix"),  # a schema error in <cap:alert …>
-    ("ValueError", "_from_json", "integer string conversion"),  # json.loads: an integer of > 4300 digits
-}
-
-
-def known_crash(exc: BaseException) -> bool:
-    frames = {f.name for f in traceback.extract_tb(exc.__traceback__)}
-    return any(type(exc).__name__ == name and where in frames and text in str(exc)
-               for name, where, text in KNOWN_CRASHES)
 
 
 def as_xml_reads(value: Any, optional: bool = False) -> Any:
@@ -475,11 +456,8 @@ def test_the_empty_polygon_a_json_alert_drops_is_dropped_from_its_xml_too():
     assert parsed is not None and {n.code for n in parsed.notes} == {"cap.empty_polygon"}
 
 
-# ---------------------------------------------------------------- known, reported, not mended here
+# ---------------------------------------------------------------- found by fuzzing, mended, pinned
 
-@pytest.mark.xfail(strict=True, raises=etree.XPathEvalError, reason=(
-    "validate._schema_problem evaluates the schema error's path (/cap:alert) without the document's "
-    "prefixes: any schema-invalid CAP document that uses a namespace prefix is a 500, not cap.schema"))
 def test_a_prefixed_document_with_a_schema_error_is_refused():
     body = f'<cap:alert xmlns:cap="{CAP12}"><cap:identifier>x</cap:identifier></cap:alert>'.encode()
     with pytest.raises(WarndError) as caught:
@@ -487,18 +465,12 @@ def test_a_prefixed_document_with_a_schema_error_is_refused():
     assert caught.value.code == "cap.schema"
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "validate._from_json catches JSONDecodeError, not the ValueError json.loads raises for an integer "
-    "of more than 4300 digits (sys.get_int_max_str_digits): a 4.3 KB body is a 500, not cap.json"))
 def test_a_json_integer_of_5000_digits_is_refused():
     with pytest.raises(WarndError) as caught:
         parse_warning(b'{"identifier": ' + b"1" * 5000 + b"}", "application/json", CONFIG)
     assert caught.value.code == "cap.json"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "capjson keeps strings as sent while capxml strips element text and reads an empty one as absent, "
-    "so a JSON alert with ' 暴雨 ' or \"\" differs from its own canonical cap_xml read back"))
 def test_a_json_alert_with_padded_or_empty_text_equals_its_canonical_xml_read_back():
     data = {**capjson.alert_to_dict(factory_alert("WS1")), "addresses": ""}
     data["info"][0]["event"] = " 暴雨 "
@@ -507,11 +479,8 @@ def test_a_json_alert_with_padded_or_empty_text_equals_its_canonical_xml_read_ba
     assert again.alert == parsed.alert
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "capjson accepts fractional seconds (datetime.fromisoformat) that the CAP schema refuses in XML; "
-    "capxml.format_datetime then drops them, so the stored alert's sent is not its cap_xml's sent"))
-def test_a_json_alert_with_fractional_seconds_equals_its_canonical_xml_read_back():
+def test_a_json_alert_with_fractional_seconds_is_refused_as_its_xml_would_be():
     data = {**capjson.alert_to_dict(factory_alert("FS1")), "sent": "2026-07-01T00:00:00.5+00:00"}
-    parsed = parse_warning(_dump(data), "application/json", CONFIG)
-    again = parse_warning(parsed.cap_xml.encode("utf-8"), "application/cap+xml", CONFIG)
-    assert again.alert == parsed.alert
+    with pytest.raises(WarndError) as caught:
+        parse_warning(_dump(data), "application/json", CONFIG)
+    assert caught.value.status == 400 and [p.field for p in caught.value.problems] == ["sent"]

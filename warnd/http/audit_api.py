@@ -14,6 +14,7 @@ from warnd.domain.authority import Right, require
 from warnd.domain.errors import error
 from warnd.http.auth import scope_of
 from warnd.http.keys import NODE
+from warnd.http.params import MAX_INTEGER, whole_number
 from warnd.http.responses import json_ok
 from warnd.store import audit
 
@@ -22,19 +23,7 @@ LIMIT, MAX_LIMIT = 100, 1000
 
 def _number(query: Mapping[str, str], name: str, default: int, low: int, high: int | None) -> int:
     text = query.get(name)
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = low - 1
-    if high is not None and not low <= value <= high:
-        raise error("request.invalid", name, f"{name} must be a whole number from {low} to {high}",
-                    f"{name} 须为 {low} 至 {high} 之间的整数")
-    if value < low:
-        raise error("request.invalid", name, f"{name} must be a whole number, {low} or more",
-                    f"{name} 须为不小于 {low} 的整数")
-    return value
+    return default if text is None else whole_number(text, name, low=low, high=high or MAX_INTEGER)
 
 
 def filter_of(query: Mapping[str, str]) -> tuple[audit.Filter, int]:

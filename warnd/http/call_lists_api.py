@@ -7,6 +7,7 @@ from warnd.domain.errors import WarndError
 from warnd.domain.authority import Right
 from warnd.http.auth import scope_of
 from warnd.http.keys import NODE
+from warnd.http.params import whole_number
 from warnd.http.responses import json_ok
 from warnd.http.warnings_api import may_read
 from warnd.store.call_lists import CallList, CallListStore
@@ -28,13 +29,13 @@ def call_list_json(cl: CallList, contacts: bool = True) -> dict:
 async def list_for_warning(request: web.Request) -> web.Response:
     node = request.app[NODE]
     scope = await scope_of(request)
-    text = request.match_info["id"]
+    warning_id = whole_number(request.match_info["id"], "id")
     store = CallListStore(node.db)
-    found = await node.queries.department_of(int(text)) if text.isdigit() else None
+    found = await node.queries.department_of(warning_id)
     if found is None or not may_read(scope, found[0]):
         raise WarndError("warning.not_found")
     contacts = scope.can(Right.CONTACTS)
-    return json_ok({"items": [call_list_json(cl, contacts) for cl in await store.for_warning(int(text))]})
+    return json_ok({"items": [call_list_json(cl, contacts) for cl in await store.for_warning(warning_id)]})
 
 
 def routes() -> list[web.RouteDef]:

@@ -11,6 +11,7 @@ from warnd.domain.authority import Right, require
 from warnd.http.auth import scope_of
 from warnd.http.warnings_api import may_read
 from warnd.http.keys import NODE
+from warnd.http.params import whole_number
 from warnd.http.responses import json_object, json_ok
 from warnd.store import audit
 from warnd.store.database import Database
@@ -85,10 +86,7 @@ async def _acknowledge(db: Database, alarm_id: int, now: datetime, department: s
 
 
 def _id(request: web.Request, name: str) -> int:
-    try:
-        return int(request.match_info[name])
-    except ValueError:
-        raise error("request.invalid", name, f"{name} must be a number", f"{name} 须为数字") from None
+    return whole_number(request.match_info[name], name)
 
 
 def routes() -> list[web.RouteDef]:

@@ -217,7 +217,7 @@ async def mark_item(request: web.Request) -> web.Response:
     mark = (await request.post()).get("mark", "")
     if mark not in MARKS:
         raise PageFailure("bad_mark")
-    if not item_text.isdigit():
+    if not item_text.isdigit() or len(item_text) > 18:  # past a database integer: no such item
         raise PageFailure("not_found")
     outcome = await CallListStore(node.db).mark(list_id, int(item_text), str(mark), node.clock.now())
     if outcome is Marked.NOT_FOUND:

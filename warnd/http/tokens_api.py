@@ -10,6 +10,7 @@ from warnd.domain.errors import error
 from warnd.domain.model import Level
 from warnd.http.auth import scope_of
 from warnd.http.keys import NODE
+from warnd.http.params import whole_number
 from warnd.http.responses import json_object, json_ok
 
 
@@ -95,10 +96,7 @@ def _expiry(body: dict, now):  # noqa: ANN001, ANN202 - datetime
 
 
 def _id(request: web.Request) -> int:
-    text = request.match_info["id"]
-    if not text.isdigit():
-        raise error("request.invalid", "id", "id must be a number", "id 须为数字")
-    return int(text)
+    return whole_number(request.match_info["id"], "id")
 
 
 def routes() -> list[web.RouteDef]:

@@ -11,6 +11,7 @@ from warnd.domain.confirmation import short_code
 from warnd.domain.model import Level
 from warnd.http.auth import scope_of
 from warnd.http.keys import NODE
+from warnd.http.params import whole_number
 from warnd.http.responses import json_object, json_ok
 from warnd_channels.base import Message, Recipient
 
@@ -36,8 +37,8 @@ async def submit(request: web.Request) -> web.Response:
 async def get_one(request: web.Request) -> web.Response:
     node = request.app[NODE]
     scope = await scope_of(request)
-    warning = await node.queries.warning(_int(request.match_info["id"], "id"),
-                                         delivery_limit=_int(request.query.get("deliveries", "500"), "deliveries"))
+    warning = await node.queries.warning(whole_number(request.match_info["id"], "id"),
+                                         delivery_limit=whole_number(request.query.get("deliveries", "500"), "deliveries"))
     if warning is None or not may_read(scope, warning["department"]):
         raise WarndError("warning.not_found")
     if request.headers.get("Accept", "").startswith(("application/cap+xml", "application/xml")):
@@ -68,8 +69,8 @@ async def list_all(request: web.Request) -> web.Response:
     items = await node.queries.warnings(status=q.get("status"), state=q.get("state"), level=level,
                                         department=department,
                                         event=q.get("event"), since=since,
-                                        limit=min(_int(q.get("limit", "50"), "limit"), 500),
-                                        offset=_int(q.get("offset", "0"), "offset"))
+                                        limit=min(whole_number(q.get("limit", "50"), "limit"), 500),
+                                        offset=whole_number(q.get("offset", "0"), "offset"))
     return json_ok({"items": items})
 
 
@@ -77,7 +78,7 @@ async def preview(request: web.Request) -> web.Response:
     """What a channel would send for this warning: text, and for SMS its segment count (its cost)."""
     node = request.app[NODE]
     scope = await scope_of(request)
-    warning_id = _int(request.match_info["id"], "id")
+    warning_id = whole_number(request.match_info["id"], "id")
     name = request.query.get("channel", "webhook")
     channel = node.channels.get(name)
     if channel is None:
@@ -102,7 +103,7 @@ async def approve(request: web.Request) -> web.Response:
     """签发: one approver's approval; the last one needed publishes (plans and sends)."""
     node = request.app[NODE]
     scope = await scope_of(request)
-    decided = await node.intake.approve(_int(request.match_info["id"], "id"), scope)
+    decided = await node.intake.approve(whole_number(request.match_info["id"], "id"), scope)
     node.metrics.approvals.labels("approved").inc()
     return json_ok(decided_json(decided))
 
@@ -116,7 +117,7 @@ async def reject(request: web.Request) -> web.Response:
     if not reason:
         raise WarndError("approval.reason_required", [Problem("reason", "say why the warning is rejected",
                                                               "请填写驳回原因")])
-    decided = await node.intake.reject(_int(request.match_info["id"], "id"), scope, reason[:2000])
+    decided = await node.intake.reject(whole_number(request.match_info["id"], "id"), scope, reason[:2000])
     node.metrics.approvals.labels("rejected").inc()
     return json_ok(decided_json(decided))
 
@@ -131,14 +132,6 @@ def may_read(scope: Scope, department: str | None) -> bool:
     return scope.can(Right.READ_ALL) or department == scope.department
 
 
-def _int(text: str, field: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise error("request.invalid", field, f"{field} must be a whole number", f"{field} 须为整数") from None
-    if value < 0:
-        raise error("request.invalid", field, f"{field} must not be negative", f"{field} 不能为负数")
-    return value
 
 
 def routes() -> list[web.RouteDef]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 from warnd.domain.errors import Problem, WarndError
@@ -28,8 +29,16 @@ _PAIR_KEYS = {"valueName", "value"}
 # What XML 1.0 cannot carry (NUL, most control characters, lone surrogates, U+FFFE/U+FFFF):
 # JSON strings may hold them, the canonical CAP XML cannot.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_FRACTION = re.compile(r"T\d\d:\d\d:\d\d[.,]")
 _NOT_XML_TEXT = ("contains a character XML cannot carry (NUL, a control character or a lone surrogate)",
                  "含有 XML 无法承载的字符（NUL、控制字符或孤立代理项）")
+
+
+def _cap_datetime(text: str) -> datetime:
+    """A CAP time: whole seconds, as the CAP 1.2 schema has them (XML would refuse a fraction)."""
+    if _FRACTION.search(text):
+        raise ValueError("CAP times have whole seconds, no fraction")
+    return rules.parse_datetime(text)
 
 
 class _Obj:
@@ -46,7 +55,7 @@ class _Obj:
     def fail(self, key: str, en: str, zh: str) -> None:
         self.problems.append(Problem(self.at(key), en, zh))
 
-    def text(self, key: str, required: bool = False) -> str | None:
+    def text(self, key: str, required: bool = False, empty_ok: bool = False) -> str | None:
         value = self.data.get(key)
         if value is None:
             if required:
@@ -58,7 +67,10 @@ class _Obj:
         if _NOT_XML.search(value):
             self.fail(key, *_NOT_XML_TEXT)
             return None
-        return value
+        value = value.strip()  # as CAP XML is read: text trimmed, an empty element absent
+        if not value and required and not empty_ok:
+            self.fail(key, "required field is empty", "必填字段为空")
+        return value or None
 
     def texts(self, key: str, required: bool = False) -> tuple[str, ...]:
         items = self._list(key, required)
@@ -67,7 +79,7 @@ class _Obj:
                 self.fail(f"{key}[{i}]", "must be a string", "必须是字符串")
             elif _NOT_XML.search(item):
                 self.fail(f"{key}[{i}]", *_NOT_XML_TEXT)
-        return tuple(i for i in items if isinstance(i, str))
+        return tuple(i.strip() for i in items if isinstance(i, str))  # as XML: stripped, empty kept
 
     def objs(self, key: str, keys: set[str]) -> list["_Obj"]:
         out = []
@@ -79,7 +91,7 @@ class _Obj:
         return out
 
     def pairs(self, key: str) -> tuple[tuple[str, str], ...]:
-        return tuple((o.text("valueName", True) or "", o.text("value", True) or "")
+        return tuple((o.text("valueName", True) or "", o.text("value", True, empty_ok=True) or "")
                      for o in self.objs(key, _PAIR_KEYS))
 
     def number(self, key: str, kind: type = float) -> Any:
@@ -141,7 +153,7 @@ def alert_from_dict(data: object) -> Alert:
     o = _Obj(data, "", problems, _ALERT_KEYS)
     alert = dict(
         identifier=o.text("identifier", True), sender=o.text("sender", True),
-        sent=o.parsed("sent", rules.parse_datetime, True), status=o.enum("status", Status),
+        sent=o.parsed("sent", _cap_datetime, True), status=o.enum("status", Status),
         msg_type=o.enum("msgType", MsgType), scope=o.text("scope", True), source=o.text("source"),
         restriction=o.text("restriction"), addresses=o.text("addresses"), codes=o.texts("code"),
         note=o.text("note"), references=o.parsed("references", rules.parse_references) or (),
@@ -157,8 +169,8 @@ def _info(o: _Obj) -> Info:
         event=o.text("event", True) or "", urgency=o.text("urgency", True) or "",
         severity=o.text("severity", True) or "", certainty=o.text("certainty", True) or "",
         response_types=o.texts("responseType"), audience=o.text("audience"),
-        event_codes=o.pairs("eventCode"), effective=o.parsed("effective", rules.parse_datetime),
-        onset=o.parsed("onset", rules.parse_datetime), expires=o.parsed("expires", rules.parse_datetime),
+        event_codes=o.pairs("eventCode"), effective=o.parsed("effective", _cap_datetime),
+        onset=o.parsed("onset", _cap_datetime), expires=o.parsed("expires", _cap_datetime),
         sender_name=o.text("senderName"), headline=o.text("headline"), description=o.text("description"),
         instruction=o.text("instruction"), web=o.text("web"), contact=o.text("contact"),
         parameters=o.pairs("parameter"),

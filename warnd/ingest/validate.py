@@ -58,7 +58,7 @@ def _from_json(body: bytes, config: Config) -> ParsedAlert:
     except json.JSONDecodeError as exc:
         raise error("cap.json", "body", f"line {exc.lineno}, column {exc.colno}: {exc.msg}",
                     f"第 {exc.lineno} 行第 {exc.colno} 列：JSON 语法错误（{exc.msg}）") from None
-    except (UnicodeDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError; an integer past 4300 digits
         raise error("cap.json", "body", f"not readable JSON: {type(exc).__name__}",
                     "无法读取的 JSON") from None
     limits.check_json(data, config.limits)
@@ -111,7 +111,11 @@ def validate_schema(root: etree._Element) -> str:
 
 
 def _schema_problem(root: etree._Element, entry: etree._LogEntry) -> Problem:
-    found = root.getroottree().xpath(entry.path) if entry.path else []
+    prefixes = {k: v for k, v in root.nsmap.items() if k}  # the path names the document's own prefixes
+    try:
+        found = root.getroottree().xpath(entry.path, namespaces=prefixes) if entry.path else []
+    except etree.XPathError:
+        found = []
     field = element_path(found[0]) if found and isinstance(found[0], etree._Element) else "/alert"
     reason = _NS_BRACES.sub("", entry.message)
     return Problem(field, f"CAP {capxml.CAP_VERSIONS[etree.QName(root).namespace]} schema: {reason}",
