@@ -19,11 +19,14 @@ from warnd.render import render as render_template
 from warnd.render import warning_context
 
 from .base import Message, Outcome, Rendered, SendResult
-from .twilio_common import (LOOKUP_PAGE, CallbackUrl, ProviderSend, Receipt, TwilioApi, classify, message_receipt,
-                            sender)
+from .twilio_common import (LOOKUP_PAGE, CallbackUrl, ProviderReply, ProviderSend, Receipt, TwilioApi,
+                            message_receipt, sender)
 
 log = logging.getLogger("warnd_channels.sms")
 TEMPLATES = {"warning": "text", "door_ask": "door_ask", "door_to_door": "door_to_door"}
+REPLIES_PAGE = 1000  # Twilio's largest page
+REPLIES_LIMIT = 50_000  # replies read per catch-up at most (a county's people, several times over)
+REPLIES_SECONDS = 60.0  # for the whole catch-up: it pages through Twilio's log
 
 
 class SmsChannel:
@@ -84,6 +87,17 @@ class SmsChannel:
             lambda client: client.messages.stream_async(to=to, date_sent_after=day, page_size=LOOKUP_PAGE, **sender),
             _message_send, since, self.config.timeout_seconds)
 
+    async def replies_since(self, since: datetime) -> list[ProviderReply] | None:
+        """SMS people sent us that Twilio received since `since`, newest first: replies
+        warnd may have missed while it was down; None when the lookup failed. With a sender
+        number, the list asks for messages to it; with a Messaging Service, for all of them
+        (inbound ones are kept). DateSent is filtered by day, the rest by time."""
+        to = {"to": self._sender["from_"]} if "from_" in self._sender else {}
+        day = since.astimezone(timezone.utc).strftime("%Y-%m-%d")
+        return await self.api.find(
+            lambda client: client.messages.stream_async(date_sent_after=day, page_size=REPLIES_PAGE, **to),
+            _reply, since, REPLIES_SECONDS, limit=REPLIES_LIMIT)
+
     async def close(self) -> None:
         await self.api.close()
 
@@ -95,6 +109,14 @@ def _message_send(m: Any) -> ProviderSend:
                                "ErrorCode": "" if m.error_code is None else str(m.error_code)})
     created = m.date_created or m.date_sent or datetime.now(timezone.utc)
     return ProviderSend(sid, created, receipt or Receipt("sent", f"twilio.{m.status or ''}", sid))
+
+
+def _reply(m: Any) -> ProviderReply | None:
+    """A listed message if it is one a person sent us."""
+    if str(m.direction or "") != "inbound":
+        return None
+    received = m.date_sent or m.date_created or datetime.now(timezone.utc)
+    return ProviderReply(str(m.sid), str(m.from_ or ""), str(m.body or ""), received)
 
 
 def segments_of(rendered: Rendered) -> int | None:

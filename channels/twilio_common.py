@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
@@ -40,6 +40,7 @@ CallbackUrl = Callable[[str, int], str]  # (kind, delivery id) → absolute sign
 DETAIL_CHARS = 256
 
 log = logging.getLogger("warnd_channels.twilio")
+T = TypeVar("T")
 # The SDK logs every request and response at INFO (numbers and headers): quiet by default.
 SDK_LOG = logging.getLogger("warnd_channels.twilio.sdk")
 SDK_LOG.setLevel(logging.WARNING)
@@ -219,19 +220,22 @@ class TwilioApi:
             return None
         return read(found) or Receipt("sent", f"twilio.{found.status or ''}", sid)
 
-    async def find(self, make: Callable[[Client], Awaitable[Any]], read: Callable[[Any], "ProviderSend"],
-                   since: datetime, timeout: float) -> list["ProviderSend"] | None:
+    async def find(self, make: Callable[[Client], Awaitable[Any]], read: Callable[[Any], T | None],
+                   since: datetime, timeout: float, limit: int | None = None) -> list[T] | None:
         """The messages or calls a list lookup returns (`make` gives the SDK's stream, newest
-        first), read until one was created before `since`; None when the lookup failed
-        (5xx, 429, timeout: logged, and the caller asks again later, never sends blind)."""
-        async def collect() -> list[ProviderSend]:
-            found: list[ProviderSend] = []
+        first) as `read` gives them (None: not wanted), until one created before `since`;
+        None when the lookup failed (5xx, 429, timeout: logged, and the caller asks again
+        later, never sends blind)."""
+        async def collect() -> list[T]:
+            found: list[T] = []
             async for record in await make(self.client):
-                send = read(record)
-                if send.created_at < since:  # the list is newest first: the rest is older still
+                created = record.date_created or record.date_sent
+                if created is not None and created < since:  # newest first: the rest is older still
                     break
-                found.append(send)
-                if len(found) >= LOOKUP_LIMIT:
+                item = read(record)
+                if item is not None:
+                    found.append(item)
+                if len(found) >= (limit or LOOKUP_LIMIT):
                     break
             return found
 
@@ -290,6 +294,16 @@ class ProviderSend:
     sid: str
     created_at: datetime
     receipt: Receipt  # state "sent" while it is still on its way
+
+
+@dataclass(frozen=True)
+class ProviderReply:
+    """An SMS a person sent us, as Twilio's message log lists it (fetched after a restart)."""
+
+    sid: str
+    from_number: str
+    body: str
+    received_at: datetime
 
 
 def send_window(handed_at: datetime | None, created_at: datetime, updated_at: datetime,
@@ -418,6 +432,6 @@ def _say_repeated(response: VoiceResponse, texts: list[str], lang: str, repeat: 
             response.say(text, language=lang)
 
 
-__all__ = ["MAX_RETRY_AFTER", "CallbackUrl", "ProviderSend", "Receipt", "TwilioApi", "call_receipt", "classify",
+__all__ = ["MAX_RETRY_AFTER", "CallbackUrl", "ProviderReply", "ProviderSend", "Receipt", "TwilioApi", "call_receipt", "classify",
            "message_receipt", "pick", "say_language", "send_window", "sender", "twiml_announce", "twiml_gather",
            "twiml_reply", "twiml_say", "verify_request"]

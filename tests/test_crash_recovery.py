@@ -30,6 +30,7 @@ from warnd.store.deliveries import Applied, DeliveryStore, after_crash
 from warnd.store.migrate import upgrade
 from warnd.store.nodes import NodeStore
 from warnd.store.schema import confirmations, deliveries
+from warnd.store.schema import inbound as inbound_table
 from warnd_channels.twilio_common import ProviderSend, Receipt, pick, send_window
 
 # --- the pure decisions ----------------------------------------------------------------
@@ -260,8 +261,9 @@ async def test_the_simulators_lists_filter_and_page_like_twilio_through_the_sdk(
     await client.messages.create_async(to=phone(1), from_=FROM, body="another number")
     await until(lambda: _true(all(sim.messages[s].sent_at for s in sids)))
     today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    lists_before = sim.stats.lists  # (the start's look for replies missed while down is one)
     listed = [m.sid async for m in await client.messages.stream_async(to=phone(0), date_sent_after=today, page_size=3)]
-    assert listed == sids[::-1] and sim.stats.lists == 3  # newest first, three pages
+    assert listed == sids[::-1] and sim.stats.lists - lists_before == 3  # newest first, three pages
     tomorrow = (datetime.now(timezone.utc) + timedelta(days=1)).strftime("%Y-%m-%d")
     assert await client.messages.list_async(to=phone(0), date_sent_after=tomorrow) == []
 
@@ -372,3 +374,52 @@ async def test_a_speaker_command_the_broker_kept_refusing_still_times_out_from_t
     assert await uncovered(speaker_node) == []
     clock.advance(2)
     assert await uncovered(speaker_node) == ["no_played_ack"]
+
+
+# --- replies Twilio took while warnd was down --------------------------------------------
+
+
+async def _confirmations(node: Node) -> dict[str, tuple[int, str, datetime | None]]:
+    """person → (warning id, state, confirmed_at) of their requirements, newest warning last."""
+    c = confirmations.c
+    async with node.db.read() as conn:
+        found = await conn.execute(sa.select(c.person_id, c.warning_id, c.state, c.confirmed_at).order_by(c.id))
+        return {f"{r.person_id}/{r.warning_id}": (r.warning_id, r.state, r.confirmed_at) for r in found}
+
+
+async def test_replies_twilio_took_while_warnd_was_down_are_applied_after_the_restart_once_at_their_time(
+        twilio_node):
+    node, sim = await twilio_node(4, ["sms"])
+    await node.dispatcher.start()
+    first = (await node.intake.submit(live(identifier="W-DOWN-1"), XML, admin_scope()))[0].warning_id
+    await until(lambda: _settled(node, 4), timeout=30)
+    sim.scenario.update({"inbound_sms_url": node.config.public_base_url + "/twilio/sms/inbound"})
+    sim.reply_now({phone(0): "1"})  # while warnd is up: through the webhook, as always
+    await until(lambda: _count_replies(sim, 1))
+    # warnd is down now (its webhook unreachable); two people reply, and a new warning is
+    # issued after their replies, before warnd is back
+    sim.scenario.update({"inbound_sms_url": f"http://127.0.0.1:{free_port()}/twilio/sms/inbound"})
+    sim.reply_now({phone(1): "1", phone(2): "1"})
+    await until(lambda: _count_replies(sim, 3))
+    assert [r.http_status for r in sim.replies] == [200, None, None]
+    second = (await node.intake.submit(live(identifier="W-DOWN-2"), XML, admin_scope()))[0].warning_id
+    await until(lambda: _settled(node, 8), timeout=30)
+
+    again, _ = await twilio_node(4, ["sms"], sim=sim)  # the restart fetches what it missed
+    got = await _confirmations(again)
+    sent = {r.from_: datetime.fromtimestamp(r.sent_at, timezone.utc) for r in sim.replies}
+    for i in (1, 2):  # the warning open when they replied, at the time they replied
+        warning_id, state, at = got[f"p{i}/{first}"]
+        assert state == "confirmed" and abs((at - sent[phone(i)]).total_seconds()) <= 1.0
+        assert got[f"p{i}/{second}"][1] == "open"  # not the warning issued after their reply
+    assert got[f"p0/{first}"][1] == "confirmed" and got[f"p3/{first}"][1] == "open"
+    assert await again.catch_up_replies() == 0  # once: a second restart applies nothing again
+    async with again.db.read() as conn:
+        stored = (await conn.execute(sa.select(sa.func.count()).select_from(inbound_table)
+                                     .where(inbound_table.c.channel == "sms"))).scalar()
+    assert stored == 3
+
+
+async def _count_replies(sim: TwilioSimulator, n: int) -> bool:
+    await sim.wait_idle()
+    return len(sim.replies) >= n

@@ -118,6 +118,10 @@ class TwilioConfig(Strict):
     # Last resort only, for channels that cannot be looked up (SMS and voice always can):
     # such an `uncertain` send with no word this long is sent again. null: never.
     resend_uncertain_after_seconds: float | None = Field(600.0, gt=0)
+    # At start, replies Twilio received while warnd was down are fetched from its message
+    # log (since the newest one warnd had, at most this far back) and applied once each,
+    # at the time they were received. 0: never.
+    catch_up_hours: float = Field(24.0, ge=0)
 
 
 class SmsConfig(ChannelConfig):

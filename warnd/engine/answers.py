@@ -7,6 +7,7 @@ nothing and is told apart (`Answer.replayed`, `key_press` None).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from warnd.clock import Clock
 from warnd.config import Config
@@ -31,15 +32,18 @@ class Answers:
         self.config = config
         self.clock = clock
 
-    async def sms_reply(self, from_number: str, body: str, provider_ref: str | None) -> Answer:
+    async def sms_reply(self, from_number: str, body: str, provider_ref: str | None,
+                        received_at: datetime | None = None) -> Answer:
+        """A reply, now (the webhook) or at `received_at` (fetched from the provider's log
+        after a restart: it answers what was open then, and is late or not by that time)."""
         people = await self.store.people_by_phone(from_number)
         ids = [p for p, _ in people]
-        items = await self.store.open_items(ids)
+        items = await self.store.open_items(ids, asked_by=received_at)
         decision = interpret_reply(body, self.config.sms.confirm_words, items)
         person = ids[0] if ids else None  # a number shared by several people: the first answers
         confirming = decision.kind is Kind.CONFIRM
         changed = await self.store.answer(
-            Inbound(self.clock.now(), "sms", from_number, body, person, provider_ref=provider_ref),
+            Inbound(received_at or self.clock.now(), "sms", from_number, body, person, provider_ref=provider_ref),
             list(decision.confirmation_ids),
             lambda n: ("confirmed" if n else "repeated") if confirming else decision.kind.value, confirm=confirming)
         return Answer(decision, people[0][1] if people else "zh-CN", replayed=changed is None)

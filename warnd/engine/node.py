@@ -47,6 +47,7 @@ CALLBACK_PATHS = {"sms-status": "/twilio/sms/status", "voice-status": "/twilio/v
 CALLBACK_VALIDITY = timedelta(days=7)
 ATTEMPT_KINDS = frozenset({"sms-status", "voice-status"})  # callbacks that name the attempt they are about
 LINK_PATHS = {"confirm": "c", "call-list": "d"}
+CATCH_UP_MARGIN = timedelta(minutes=1)  # replies fetched from before the newest one recorded
 RECONCILE_BATCH = 500  # sends looked up per sweep
 RECONCILE_PARALLEL = 8  # lookups at once (they share the channel's connections with the sends)
 
@@ -58,6 +59,14 @@ def provider_time(clock: Clock, moment: datetime) -> datetime:
     if speed is None or real_start is None or sim_start is None:
         return moment
     return datetime.fromtimestamp(real_start + (moment - sim_start).total_seconds() / speed, timezone.utc)
+
+
+def clock_time(clock: Clock, moment: datetime) -> datetime:
+    """The provider's real time of a moment as warnd's clock reads it (provider_time's inverse)."""
+    speed, real_start, sim_start = (getattr(clock, name, None) for name in ("speed", "real_start", "sim_start"))
+    if speed is None or real_start is None or sim_start is None:
+        return moment
+    return sim_start + timedelta(seconds=(moment.timestamp() - real_start) * speed)
 
 
 class Node:
@@ -97,6 +106,7 @@ class Node:
         await self.nodes.register(self.incarnation, self.config.node_name)
         await self.recover()
         await self.expire()
+        await self.catch_up_replies()  # before any escalation: a reply sent while down stops its ladder
         for channel in self.channels.values():
             start = getattr(channel, "start", None)  # channels with an inbound stream (MQTT acks)
             if start is not None:
@@ -113,6 +123,35 @@ class Node:
             self.sweeps.every(seconds, job)
         self.started = True
         log.info("node started", extra={"node": self.incarnation, "channels": sorted(self.channels)})
+
+    async def catch_up_replies(self) -> int:
+        """Apply the SMS replies the provider received while warnd was down (or its webhook
+        failed), from its message log: since the newest reply warnd had recorded (a minute's
+        margin: Twilio's dates are whole seconds), at most `twilio.catch_up_hours` back.
+        Each is applied once (its MessageSid), at the time it was received, oldest first; a
+        lookup that fails is logged and the start goes on (the webhook still works). Returns
+        how many were new."""
+        fetch = getattr(self.channels.get("sms"), "replies_since", None)
+        hours = self.config.twilio.catch_up_hours
+        if fetch is None or not hours:
+            return 0
+        now = self.clock.now()
+        newest = await self.answers.store.newest_provider_inbound("sms")
+        since = max(now - timedelta(hours=hours), (newest or now) - CATCH_UP_MARGIN)
+        replies = await fetch(provider_time(self.clock, since))
+        if replies is None:
+            return 0
+        applied = 0
+        for reply in sorted(replies, key=lambda r: r.received_at):
+            answer = await self.answers.sms_reply(reply.from_number, reply.body, reply.sid,
+                                                  received_at=min(clock_time(self.clock, reply.received_at), now))
+            if not answer.replayed:
+                applied += 1
+                self.metrics.answers.labels("sms", answer.decision.kind.value).inc()
+        if applied:
+            log.warning("sms replies received while warnd was down applied",
+                        extra={"replies": applied, "listed": len(replies), "since": since.isoformat()})
+        return applied
 
     async def record_start(self) -> None:
         """The audit log keeps the configuration each life of a node ran with (secrets redacted):

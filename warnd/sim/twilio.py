@@ -26,7 +26,10 @@ As a process: python -m warnd.sim.twilio --port 9100 --account-sid AC… --auth-
                   [--behaviours FILE.yaml] [--record FILE] [--inbound-sms-url URL] [--speed N]
               (prints its base URL on the first line of stdout; --record appends flushed JSON lines)
 Control:      POST /_control {"faults": {"rate_429": 0.2}, "numbers": {"+86…": {"press": "1"}},
-              "speed": 10, "forget": true}  ·  GET /_stats
+              "speed": 10, "forget": true, "reply_now": {"+86…": "1"}}  ·  GET /_stats
+Replies: each is logged as an inbound message (listed by Messages.json, `direction`
+"inbound", To our number) before its webhook POST, so a reply warnd missed while down
+can be fetched afterwards, as from Twilio's message log.
 Times: behaviour delays and latency are simulated seconds, divided by `speed`; rate limits
 and Retry-After are real seconds. Callbacks are always POSTed and never retried.
 """
@@ -49,7 +52,7 @@ from aiohttp import web
 
 from warnd.sim.twilio_api import (ApiError, CallRecord, MessageRecord, ReplyRecord, call_body, check_number,
                                   filter_records, list_page, message_body, new_sid, segments, signature)
-from warnd.sim.twilio_behaviour import Scenario, call_life, message_life
+from warnd.sim.twilio_behaviour import Scenario, call_life, message_life, reply
 
 ACCOUNT = "/2010-04-01/Accounts/{account}"
 
@@ -87,6 +90,7 @@ class TwilioSimulator:
         self.messages: dict[str, MessageRecord] = {}
         self.calls: dict[str, CallRecord] = {}
         self.replies: list[ReplyRecord] = []
+        self.inbound: dict[str, MessageRecord] = {}  # people's replies, as Twilio's message log lists them
         self.base_url = ""
         self._auth = "Basic " + base64.b64encode(f"{account_sid}:{auth_token}".encode()).decode()
         self._random = random.Random(seed)
@@ -250,14 +254,15 @@ class TwilioSimulator:
 
     async def _fetch_message(self, request: web.Request) -> tuple[int, dict[str, Any]]:
         self.stats.fetches += 1
-        message = self.messages.get(request.match_info["sid"])
+        sid = request.match_info["sid"]
+        message = self.messages.get(sid) or self.inbound.get(sid)
         if message is None:
             raise ApiError(404, 20404, uri=request.path)
         return 200, message_body(message)
 
     async def _list_messages(self, request: web.Request) -> tuple[int, dict[str, Any]]:
         self.stats.lists += 1
-        found = filter_records("Messages", list(self.messages.values()), request.query)
+        found = filter_records("Messages", [*self.messages.values(), *self.inbound.values()], request.query)
         return 200, list_page("Messages", self.account_sid, found, request.query, message_body)
 
     async def _list_calls(self, request: web.Request) -> tuple[int, dict[str, Any]]:
@@ -354,11 +359,24 @@ class TwilioSimulator:
             if data.pop("forget", False):
                 self.stats, self.replies = Stats(), []
                 self.messages.clear()
+                self.inbound.clear()
                 self.calls.clear()
+            self.reply_now(data.pop("reply_now", None) or {})
             self.scenario.update(data)
         except (ValueError, TypeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(self.scenario.describe())
+
+    def reply_now(self, replies: Any) -> None:
+        """{"+86…": "1", …}: each number answers, now, the newest message it was sent (one the
+        webhook may not take: warnd down; the reply is in the message log all the same)."""
+        if not isinstance(replies, dict):
+            raise ValueError("reply_now must map numbers to reply texts")
+        for number, text in replies.items():
+            sent = self.messages_to(str(number))
+            if not sent:
+                raise ValueError(f"reply_now: nothing was sent to {number}")
+            self._spawn(reply(self, max(sent, key=lambda m: m.created_at), str(text)))
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response({**asdict(self.stats), "pending": len(self._tasks)})

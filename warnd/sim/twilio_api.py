@@ -117,6 +117,7 @@ class MessageRecord:
     error_code: int | None = None
     sent_at: float | None = None
     updated_at: float | None = None
+    direction: str = "outbound-api"  # "inbound": a person's reply, as Twilio logs it
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ def message_body(m: MessageRecord) -> dict[str, Any]:
     return {
         "account_sid": m.account_sid, "api_version": API_VERSION, "body": m.body,
         "date_created": rfc2822(m.created_at), "date_sent": rfc2822(m.sent_at),
-        "date_updated": rfc2822(m.updated_at or m.created_at), "direction": "outbound-api",
+        "date_updated": rfc2822(m.updated_at or m.created_at), "direction": m.direction,
         "error_code": m.error_code, "error_message": DELIVERY_ERRORS.get(m.error_code or 0),
         "from": m.from_, "messaging_service_sid": m.messaging_service_sid, "num_media": "0",
         "num_segments": str(m.segments), "price": None, "price_unit": "USD", "sid": m.sid, "status": m.status,

@@ -211,7 +211,7 @@ async def message_life(sim: TwilioSimulator, m: MessageRecord, b: Behaviour, sta
     sim.write("message_status", sid=m.sid, status=final, error_code=m.error_code)
     if final == "delivered" and b.reply is not None:
         await sim.at(start, max(b.sent_after, b.deliver_after) + b.reply.after)
-        await _reply(sim, m, b.reply.text)
+        await reply(sim, m, b.reply.text)
 
 
 async def _message_status(sim: TwilioSimulator, m: MessageRecord, status: str) -> None:
@@ -228,13 +228,18 @@ async def _message_status(sim: TwilioSimulator, m: MessageRecord, status: str) -
     await sim.post(m.status_callback, params)
 
 
-async def _reply(sim: TwilioSimulator, m: MessageRecord, text: str) -> None:
-    sid, url = new_sid("SM"), sim.scenario.inbound_sms_url
+async def reply(sim: TwilioSimulator, m: MessageRecord, text: str) -> None:
+    """The person `m` went to answers it: Twilio logs the inbound message (listed from now
+    on, whether or not the webhook takes it), then POSTs it to the inbound webhook once."""
+    sid, url, now = new_sid("SM"), sim.scenario.inbound_sms_url, time.time()
+    ours = m.from_ or sim.messaging_service_from
+    sim.inbound[sid] = MessageRecord(sid, m.account_sid, ours, m.to, m.messaging_service_sid, text, segments(text),
+                                     "received", now, sent_at=now, updated_at=now, direction="inbound")
     status, answers = None, ()
     if url:
         params = {"AccountSid": m.account_sid, "ApiVersion": API_VERSION, "Body": text, "From": m.to,
                   "MessageSid": sid, "NumMedia": "0", "NumSegments": str(segments(text)),
-                  "SmsMessageSid": sid, "SmsSid": sid, "SmsStatus": "received", "To": m.from_ or ""}
+                  "SmsMessageSid": sid, "SmsSid": sid, "SmsStatus": "received", "To": ours}
         if m.messaging_service_sid:
             params["MessagingServiceSid"] = m.messaging_service_sid
         answer = await sim.post(url, params)
@@ -245,7 +250,7 @@ async def _reply(sim: TwilioSimulator, m: MessageRecord, text: str) -> None:
             except ValueError:
                 answers = ()
     sim.stats.replies += 1
-    sim.replies.append(ReplyRecord(sid, m.to, m.from_ or "", text, time.time(), status, answers))
+    sim.replies.append(ReplyRecord(sid, m.to, ours, text, now, status, answers))
     sim.write("reply", sid=sid, from_=m.to, to=m.from_, body=text, http_status=status)
 
 

@@ -27,7 +27,7 @@ def _open_items(of_warning: bool) -> sa.Select:
     c, w = confirmations.c, warnings.c
 
     def answering_as(who: sa.Column) -> sa.Select:
-        q = (sa.select(c.id, c.warning_id, w.event, w.level).join(warnings, w.id == c.warning_id)
+        q = (sa.select(c.id, c.warning_id, w.event, w.level, c.created_at).join(warnings, w.id == c.warning_id)
              .where(who.in_(sa.bindparam("person_ids", expanding=True)), c.state == "open", w.state == "active"))
         return q.where(c.warning_id == sa.bindparam("warning_id")) if of_warning else q
 
@@ -61,13 +61,24 @@ class ConfirmationStore:
             rows = await conn.execute(sa.select(people.c.id, people.c.language).where(people.c.phone == phone))
             return [(r.id, r.language) for r in rows]
 
-    async def open_items(self, person_ids: list[str], warning_id: int | None = None) -> list[OpenItem]:
-        """Open requirements a person answers for (as responsible or backup), newest warning first."""
+    async def open_items(self, person_ids: list[str], warning_id: int | None = None,
+                         asked_by: datetime | None = None) -> list[OpenItem]:
+        """Open requirements a person answers for (as responsible or backup), newest warning
+        first; with `asked_by`, only those that existed then (a reply fetched late answers
+        what was open when it was sent, not a warning issued since)."""
         if not person_ids:
             return []
         q, params = OPEN_ITEMS[warning_id is not None], {"person_ids": person_ids, "warning_id": warning_id}
         async with self.db.read() as conn:
-            return [OpenItem(r.id, r.warning_id, r.event, Level(r.level).zh) for r in await conn.execute(q, params)]
+            return [OpenItem(r.id, r.warning_id, r.event, Level(r.level).zh) for r in await conn.execute(q, params)
+                    if asked_by is None or r.created_at is None or r.created_at <= asked_by]
+
+    async def newest_provider_inbound(self, channel: str) -> datetime | None:
+        """When the newest message a provider passed on (one with its reference) was received."""
+        i = inbound_table.c
+        async with self.db.read() as conn:
+            return (await conn.execute(sa.select(sa.func.max(i.at)).where(
+                i.channel == channel, i.provider_ref.is_not(None)))).scalar()
 
     async def answer(self, inbound: Inbound, ids: list[int], outcome: Callable[[int], str], *,
                      confirm: bool = True, confirmed_by: str | None = None, reason: str | None = None,
