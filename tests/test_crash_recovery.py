@@ -423,3 +423,27 @@ async def test_replies_twilio_took_while_warnd_was_down_are_applied_after_the_re
 async def _count_replies(sim: TwilioSimulator, n: int) -> bool:
     await sim.wait_idle()
     return len(sim.replies) >= n
+
+
+async def test_a_first_outage_longer_than_a_minute_and_a_failed_lookup_lose_no_reply(twilio_node):
+    node, sim = await twilio_node(2, ["sms"])
+    await node.dispatcher.start()
+    first = (await node.intake.submit(live(identifier="W-LONG"), XML, admin_scope()))[0].warning_id
+    await until(lambda: _settled(node, 2), timeout=30)
+    sim.reply_now({phone(0): "1"})  # no webhook configured: warnd never heard of it
+    await until(lambda: _count_replies(sim, 1))
+    # as if it all happened earlier: the warning ten minutes ago, the reply five (warnd
+    # down since); nothing recorded, so "since the newest reply" has nothing to go by
+    async with node.db.write() as conn:
+        await conn.execute(sa.update(confirmations).values(
+            created_at=datetime.now(timezone.utc) - timedelta(minutes=10)))
+    reply = next(iter(sim.inbound.values()))
+    reply.created_at = reply.sent_at = reply.sent_at - 300
+    sim.scenario.update({"faults": {"rate_5xx": 1.0}})  # Twilio's list fails at the restart …
+    again, _ = await twilio_node(2, ["sms"], sim=sim)
+    assert not again.caught_up and (await _confirmations(again))[f"p0/{first}"][1] == "open"
+    sim.scenario.update({"faults": {"rate_5xx": 0.0}})  # … and answers on the next sweep
+    await again.retry_catch_up()
+    warning_id, state, at = (await _confirmations(again))[f"p0/{first}"]
+    assert again.caught_up and state == "confirmed"
+    assert abs((at - datetime.fromtimestamp(reply.sent_at, timezone.utc)).total_seconds()) <= 1.0

@@ -98,6 +98,7 @@ class Node:
                              self.alerts, self.metrics, frozenset(self.channels), self.dispatcher.wake)
         self.sweeps = Sweeps()
         self.started = False
+        self.caught_up = False  # replies received while down fetched (see catch_up_replies)
 
     async def start(self, *, dispatch: bool = True) -> None:
         """Recover what a previous life of this node left in flight, then start working."""
@@ -106,19 +107,21 @@ class Node:
         await self.nodes.register(self.incarnation, self.config.node_name)
         await self.recover()
         await self.expire()
-        await self.catch_up_replies()  # before any escalation: a reply sent while down stops its ladder
         for channel in self.channels.values():
             start = getattr(channel, "start", None)  # channels with an inbound stream (MQTT acks)
             if start is not None:
                 await start(self)
         if dispatch:
             await self.dispatcher.start()
+        # after the dispatcher (a slow provider list holds back no send), before any
+        # escalation (a reply sent while down stops its grid's ladder); retried until done
+        await self.catch_up_replies()
         sweeps = self.config.sweeps
         for job, seconds in ((self.heartbeat, self.config.dispatcher.heartbeat_seconds),
                              (self.recover, sweeps.recover_seconds), (self.expire, sweeps.expire_seconds),
                              (self.escalate, sweeps.escalate_seconds), (self.refresh_metrics, 5.0),
                              (self.reconcile, sweeps.reconcile_seconds), (self.remind_approvals, 30.0),
-                             (self.users.purge_sessions, 3600.0),
+                             (self.users.purge_sessions, 3600.0), (self.retry_catch_up, sweeps.recover_seconds),
                              *(((self.watch_speakers, sweeps.speaker_seconds),) if "speaker" in self.channels else ())):
             self.sweeps.every(seconds, job)
         self.started = True
@@ -128,19 +131,23 @@ class Node:
         """Apply the SMS replies the provider received while warnd was down (or its webhook
         failed), from its message log: since the newest reply warnd had recorded (a minute's
         margin: Twilio's dates are whole seconds), at most `twilio.catch_up_hours` back.
-        Each is applied once (its MessageSid), at the time it was received, oldest first; a
-        lookup that fails is logged and the start goes on (the webhook still works). Returns
-        how many were new."""
+        Each is applied once (its MessageSid), at the time it was received, oldest first. A
+        lookup that fails is logged, the start goes on (the webhook works meanwhile) and the
+        recover sweep asks again until one succeeds. Returns how many were new."""
         fetch = getattr(self.channels.get("sms"), "replies_since", None)
         hours = self.config.twilio.catch_up_hours
         if fetch is None or not hours:
+            self.caught_up = True
             return 0
         now = self.clock.now()
+        since = now - timedelta(hours=hours)  # nothing recorded yet: the whole window
         newest = await self.answers.store.newest_provider_inbound("sms")
-        since = max(now - timedelta(hours=hours), (newest or now) - CATCH_UP_MARGIN)
+        if newest is not None:
+            since = max(since, newest - CATCH_UP_MARGIN)
         replies = await fetch(provider_time(self.clock, since))
-        if replies is None:
+        if replies is None:  # logged by the channel; the recover sweep asks again
             return 0
+        self.caught_up = True
         applied = 0
         for reply in sorted(replies, key=lambda r: r.received_at):
             answer = await self.answers.sms_reply(reply.from_number, reply.body, reply.sid,
@@ -152,6 +159,10 @@ class Node:
             log.warning("sms replies received while warnd was down applied",
                         extra={"replies": applied, "listed": len(replies), "since": since.isoformat()})
         return applied
+
+    async def retry_catch_up(self) -> None:
+        if not self.caught_up:
+            await self.catch_up_replies()
 
     async def record_start(self) -> None:
         """The audit log keeps the configuration each life of a node ran with (secrets redacted):

@@ -251,7 +251,7 @@ async def reply(sim: TwilioSimulator, m: MessageRecord, text: str) -> None:
                 answers = ()
     sim.stats.replies += 1
     sim.replies.append(ReplyRecord(sid, m.to, ours, text, now, status, answers))
-    sim.write("reply", sid=sid, from_=m.to, to=m.from_, body=text, http_status=status)
+    sim.write("reply", sid=sid, from_=m.to, to=ours, body=text, http_status=status, received_at=now)
 
 
 async def call_life(sim: TwilioSimulator, c: CallRecord, b: Behaviour, start: float) -> None:
