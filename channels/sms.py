@@ -5,7 +5,8 @@ signed by the engine, so a receipt settles the delivery even if the SID was
 never stored. Nobody de-duplicates an SMS, so a send whose outcome is unknown
 (a timeout after the request went out) is UNCERTAIN, never blindly re-sent.
 The rendered segment count goes into `Rendered.content_type`, where the API
-and the logs show what a message costs.
+and the logs show what a message costs, and the dispatcher's rate counts it
+(`sms.rate_per_second` is segments a second, as Twilio counts a long code's).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from warnd.config import SmsConfig, TwilioConfig
+from warnd.domain.rate_limit import segments_in
 from warnd.domain.sms_segments import segment_info
 from warnd.render import render as render_template
 from warnd.render import warning_context
@@ -23,7 +25,7 @@ from .twilio_common import (LOOKUP_PAGE, CallbackUrl, ProviderReply, ProviderSen
                             message_receipt, sender)
 
 log = logging.getLogger("warnd_channels.sms")
-TEMPLATES = {"warning": "text", "door_ask": "door_ask", "door_to_door": "door_to_door"}
+TEMPLATES = {"warning": "text", "door_ask": "door_ask", "door_to_door": "door_to_door", "door_alarm": "door_alarm"}
 REPLIES_PAGE = 1000  # Twilio's largest page
 REPLIES_LIMIT = 50_000  # replies read per catch-up at most (a county's people, several times over)
 REPLIES_SECONDS = 60.0  # for the whole catch-up: it pages through Twilio's log
@@ -120,9 +122,5 @@ def _reply(m: Any) -> ProviderReply | None:
 
 
 def segments_of(rendered: Rendered) -> int | None:
-    """The segment count render() put into the content type."""
-    for part in rendered.content_type.split(";"):
-        key, _, value = part.strip().partition("=")
-        if key == "segments" and value.isdigit():
-            return int(value)
-    return None
+    """The segment count render() put into the content type (what the shared rate counts)."""
+    return segments_in(rendered.content_type)

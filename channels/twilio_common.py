@@ -31,7 +31,7 @@ from twilio.rest import Client
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
-from warnd.config import TwilioConfig
+from warnd.config import TtsVoice, TwilioConfig, VoiceConfig
 
 from .base import Outcome, SendResult
 from .webhook import MAX_RETRY_AFTER, parse_retry_after
@@ -379,6 +379,7 @@ def call_receipt(params: Mapping[str, str]) -> Receipt | None:
 # --- TwiML ---------------------------------------------------------------------------
 
 SAY_LANGUAGES = {"en": "en-US", "zh": "zh-CN"}
+DEFAULT_TTS: Mapping[str, TtsVoice] = VoiceConfig().tts  # Polly.Zhiyu (cmn-CN), Polly.Joanna (en-US)
 
 
 def say_language(language: str) -> str:
@@ -390,6 +391,25 @@ def say_language(language: str) -> str:
     return f"{head.lower()}-{tail.upper()}" if tail else lang
 
 
+@dataclass(frozen=True)
+class Speech:
+    """What every <Say> for one recipient carries: the language, and the TTS voice speaking it.
+
+    Without a voice Twilio uses the account's default, which may not speak Chinese at all."""
+
+    language: str
+    voice: str | None = None
+
+
+def speech_for(language: str, tts: Mapping[str, TtsVoice] | None = None) -> Speech:
+    """The <Say> attributes for a recipient language (`tts`: `voice.tts`; None: the defaults)."""
+    lang = say_language(language)
+    for key, choice in (DEFAULT_TTS if tts is None else tts).items():
+        if say_language(key) == lang:
+            return Speech(choice.language or lang, choice.voice)
+    return Speech(lang)
+
+
 def twiml_reply(text: str | None) -> str:
     """An answer to an inbound SMS: one <Message>, or nothing."""
     response = MessagingResponse()
@@ -398,40 +418,47 @@ def twiml_reply(text: str | None) -> str:
     return str(response)
 
 
-def twiml_say(text: str, language: str) -> str:
+def twiml_say(text: str, language: str, tts: Mapping[str, TtsVoice] | None = None) -> str:
     response = VoiceResponse()
-    response.say(text, language=say_language(language))
+    _say(response, text, speech_for(language, tts))
     return str(response)
 
 
-def twiml_gather(texts: list[str], language: str, repeat: int, action_url: str, prompt: str) -> str:
+def twiml_gather(texts: list[str], language: str, repeat: int, action_url: str, prompt: str,
+                 tts: Mapping[str, TtsVoice] | None = None) -> str:
     """The call script: the texts `repeat` times, then one key press asked for (POSTed to action_url).
 
     No XML declaration: this goes into calls.create(twiml=…), which Twilio limits to 4000 chars.
     """
-    lang = say_language(language)
+    speech = speech_for(language, tts)
     response = VoiceResponse()
-    _say_repeated(response, texts, lang, repeat)
+    _say_repeated(response, texts, speech, repeat)
     gather = response.gather(num_digits=1, action=action_url, method="POST", timeout=8)
-    gather.say(prompt, language=lang)
+    _say(gather, prompt, speech)
     return response.to_xml(xml_declaration=False)
 
 
-def twiml_announce(texts: list[str], language: str, repeat: int) -> str:
+def twiml_announce(texts: list[str], language: str, repeat: int,
+                   tts: Mapping[str, TtsVoice] | None = None) -> str:
     """The call script without a confirmation: the texts `repeat` times."""
     response = VoiceResponse()
-    _say_repeated(response, texts, say_language(language), repeat)
+    _say_repeated(response, texts, speech_for(language, tts), repeat)
     return response.to_xml(xml_declaration=False)
 
 
-def _say_repeated(response: VoiceResponse, texts: list[str], lang: str, repeat: int) -> None:
+def _say_repeated(response: VoiceResponse, texts: list[str], speech: Speech, repeat: int) -> None:
     for round_ in range(max(repeat, 1)):
         if round_:
             response.pause(length=1)
         for text in texts:
-            response.say(text, language=lang)
+            _say(response, text, speech)
+
+
+def _say(parent: Any, text: str, speech: Speech) -> None:
+    parent.say(text, language=speech.language, voice=speech.voice)  # None attributes are left out
 
 
 __all__ = ["MAX_RETRY_AFTER", "CallbackUrl", "ProviderReply", "ProviderSend", "Receipt", "TwilioApi", "call_receipt", "classify",
-           "message_receipt", "pick", "say_language", "send_window", "sender", "twiml_announce", "twiml_gather",
+           "message_receipt", "pick", "say_language", "send_window", "sender", "Speech", "speech_for",
+           "twiml_announce", "twiml_gather",
            "twiml_reply", "twiml_say", "verify_request"]

@@ -1,6 +1,7 @@
 """Automatic voice calls (智能外呼) through Twilio (calls.create_async).
 
-The call says the warning in the recipient's language `voice.repeat` times;
+The call says the warning in the recipient's language `voice.repeat` times, in
+the TTS voice `voice.tts` names for that language (Polly.Zhiyu for Chinese);
 when the person must confirm (叫应) it then asks for a key press, which Twilio
 POSTs to the signed Gather action URL. Twilio limits inline TwiML to 4000
 characters, so the spoken text is shortened, at a sentence end when one is
@@ -11,16 +12,17 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from warnd.config import TwilioConfig, VoiceConfig
+from warnd.config import TtsVoice, TwilioConfig, VoiceConfig
 from warnd.render import render as render_template
 from warnd.render import warning_context
 
 from .base import Message, Outcome, Rendered, SendResult
-from .twilio_common import (LOOKUP_PAGE, CallbackUrl, ProviderSend, Receipt, TwilioApi, call_receipt, say_language,
-                            sender, twiml_announce, twiml_gather)
+from .twilio_common import (LOOKUP_PAGE, CallbackUrl, ProviderSend, Receipt, TwilioApi, call_receipt, sender,
+                            speech_for, twiml_announce, twiml_gather)
 
 log = logging.getLogger("warnd_channels.voice")
 
@@ -36,16 +38,17 @@ def prompt_for(language: str) -> str:
 
 
 def fit_script(text: str, language: str, repeat: int, action_url: str | None,
-               limit: int = TWIML_LIMIT) -> tuple[str, str]:
+               limit: int = TWIML_LIMIT, tts: Mapping[str, TtsVoice] | None = None) -> tuple[str, str]:
     """(TwiML, the text it says): the longest prefix of `text` whose script fits `limit`.
 
-    `action_url` None: no key press is asked for. Raises ValueError when not even
-    a one-character text fits (an absurd callback URL).
+    `action_url` None: no key press is asked for. `tts`: the voice per language (every
+    <Say> names it; None: the defaults). Raises ValueError when not even a one-character
+    text fits (an absurd callback URL).
     """
     def script(spoken: str) -> str:
         if action_url is None:
-            return twiml_announce([spoken], language, repeat)
-        return twiml_gather([spoken], language, repeat, action_url, prompt_for(language))
+            return twiml_announce([spoken], language, repeat, tts)
+        return twiml_gather([spoken], language, repeat, action_url, prompt_for(language), tts)
 
     full = script(text)
     if len(full) <= limit:
@@ -84,7 +87,8 @@ class VoiceChannel:
         context["about"] = message.about or {}
         template = "door_ask" if message.purpose == "door_ask" else "say"
         text = render_template("voice", template, language, context)
-        content_type = (f"text/plain; charset=utf-8; language={say_language(language)}; "
+        speech = speech_for(language, self.config.tts)
+        content_type = (f"text/plain; charset=utf-8; language={speech.language}; voice={speech.voice or 'default'}; "
                         f"repeat={self.config.repeat}; confirm={'yes' if message.must_confirm else 'no'}")
         return Rendered(text.encode("utf-8"), content_type, text)
 
@@ -96,7 +100,7 @@ class VoiceChannel:
         language = message.recipient.language
         action = self.callback_url("voice-gather", message.delivery_id) if message.must_confirm else None
         try:
-            twiml, spoken = fit_script(rendered.text, language, self.config.repeat, action)
+            twiml, spoken = fit_script(rendered.text, language, self.config.repeat, action, tts=self.config.tts)
         except ValueError as exc:
             return SendResult(Outcome.FAILED, "twiml.too-long", detail=str(exc))
         if spoken != rendered.text:

@@ -15,6 +15,7 @@ from warnd.domain.authority import Role, Scope
 from warnd.domain.model import Level
 from warnd.engine.node import Node
 from warnd.http.app import build_app
+from warnd.http.keys import NODE
 from warnd.http.ops_api import openapi_text
 from warnd.ingest.capjson import alert_to_dict
 from warnd.ingest.capxml import alert_to_xml
@@ -183,3 +184,22 @@ async def test_the_corpus_through_http(api, corpus):
             assert re.match(r"cap\.", body["code"]) and body["errors"], path.name
         else:
             assert status in (200, 201), (path.name, body)
+
+
+async def test_operators_read_the_replies_that_confirmed_nothing_numbers_only_with_the_contacts_right(api):
+    client, admin, weather = api
+    node = client.server.app[NODE]
+    viewer = await node.tokens.create(Scope("预警中心", ("*",), ("*",), Level.RED, Role.VIEWER, ("*",)))
+    for sid, body in (("SM1", "没收到"), ("SM2", "什么预警？"), ("SM3", "收到")):
+        await node.answers.sms_reply("+8613800000042", body, sid)
+    resp = await client.get("/api/v1/inbound?outcome=negative", headers=_auth(admin))
+    assert resp.status == 200
+    (item,) = (await resp.json())["items"]
+    assert (item["body"], item["outcome"], item["from"]) == ("没收到", "negative", "+8613800000042")
+    page = await (await client.get("/api/v1/inbound?limit=2", headers=_auth(admin))).json()
+    assert [i["body"] for i in page["items"]] == ["收到", "什么预警？"]  # newest first
+    rest = await (await client.get(f"/api/v1/inbound?before={page['next_before']}", headers=_auth(admin))).json()
+    assert [i["body"] for i in rest["items"]] == ["没收到"] and rest["next_before"] is None
+    for token in (viewer, weather):  # no operate right: neither a viewer nor a department
+        resp = await client.get("/api/v1/inbound", headers=_auth(token))
+        assert (resp.status, (await resp.json())["code"]) == (403, "auth.forbidden")

@@ -7,14 +7,15 @@ from dataclasses import replace
 import pytest
 from test_channel_sms import ACCOUNT, GOOD, INVALID, SENDER, TOKEN, CallbackSink, message, recipient
 
-from warnd.config import TwilioConfig, VoiceConfig
+from warnd.config import TtsVoice, TwilioConfig, VoiceConfig
+from warnd.domain.delivery import refused
 from warnd.domain.model import MsgType, Status
 from warnd.sim.twilio import TwilioSimulator
 from warnd.sim.twilio_behaviour import Scenario
 from warnd_channels import conformance as kit
 from warnd_channels.base import Outcome
-from warnd_channels.twilio_common import (Receipt, call_receipt, say_language, twiml_gather, twiml_say,
-                                          verify_request)
+from warnd_channels.twilio_common import (Receipt, Speech, call_receipt, say_language, speech_for, twiml_announce,
+                                          twiml_gather, twiml_say, verify_request)
 from warnd_channels.voice import TWIML_LIMIT, VoiceChannel, fit_script
 
 ACTION = "https://warnd.example/twilio/voice/gather?d=abc&x=1"
@@ -45,22 +46,51 @@ def test_say_language(language, expected):
     assert say_language(language) == expected
 
 
+def says_of(twiml: str) -> list[tuple[str | None, str | None]]:
+    """(voice, language) of every <Say>, inside a <Gather> too."""
+    return [(s.get("voice"), s.get("language")) for s in ElementTree.fromstring(twiml).iter("Say")]
+
+
+# Twilio's <Say> voice names: "Polly.<VoiceId>" for Amazon Polly; Polly's Mandarin voice Zhiyu
+# speaks cmn-CN. Without a voice the account's default speaks, which may not know Chinese.
+SPEECH = [("zh-CN", Speech("cmn-CN", "Polly.Zhiyu")), ("zh", Speech("cmn-CN", "Polly.Zhiyu")),
+          ("en", Speech("en-US", "Polly.Joanna")), ("EN-us", Speech("en-US", "Polly.Joanna")),
+          ("fr-FR", Speech("fr-FR"))]
+
+
+@pytest.mark.parametrize(("language", "expected"), SPEECH, ids=[lang for lang, _ in SPEECH])
+def test_every_language_gets_its_configured_voice(language, expected):
+    assert speech_for(language) == speech_for(language, VoiceConfig().tts) == expected
+
+
+def test_a_configured_voice_replaces_the_default_and_keeps_the_recipients_language_when_it_names_none():
+    tts = {"zh": TtsVoice(voice="Google.cmn-CN-Standard-A", language="cmn-CN"), "en-GB": TtsVoice(voice="Polly.Amy")}
+    assert speech_for("zh-CN", tts) == Speech("cmn-CN", "Google.cmn-CN-Standard-A")
+    assert speech_for("en-gb", tts) == Speech("en-GB", "Polly.Amy")
+    assert speech_for("en", tts) == Speech("en-US")  # not configured: the account's default voice
+
+
 def test_twiml_gather_is_valid_xml_with_the_action():
     xml = twiml_gather(["暴雨红色预警 <立即> 转移 & 撤离"], "zh-CN", 2, ACTION, "确认收到请按1。")
     root = ElementTree.fromstring(xml)
     assert root.tag == "Response"
     says = root.findall("Say")
-    assert [s.text for s in says] == ["暴雨红色预警 <立即> 转移 & 撤离"] * 2
-    assert all(s.get("language") == "zh-CN" for s in says) and len(root.findall("Pause")) == 1
+    assert [s.text for s in says] == ["暴雨红色预警 <立即> 转移 & 撤离"] * 2 and len(root.findall("Pause")) == 1
     [gather] = root.findall("Gather")
     assert (gather.get("numDigits"), gather.get("action"), gather.get("method")) == ("1", ACTION, "POST")
     assert gather.find("Say").text == "确认收到请按1。"
     assert list(root)[-1] is gather  # asked after the warning
+    assert says_of(xml) == [("Polly.Zhiyu", "cmn-CN")] * 3  # the prompt inside the Gather too
 
 
-def test_twiml_say():
+def test_twiml_say_and_announce_name_the_voice():
     root = ElementTree.fromstring(twiml_say("已确认收到预警，谢谢。", "en"))
-    assert root.find("Say").text == "已确认收到预警，谢谢。" and root.find("Say").get("language") == "en-US"
+    assert root.find("Say").text == "已确认收到预警，谢谢。"
+    assert says_of(twiml_say("已确认收到预警，谢谢。", "en")) == [("Polly.Joanna", "en-US")]
+    assert says_of(twiml_say("已确认", "zh-CN")) == [("Polly.Zhiyu", "cmn-CN")]
+    assert says_of(twiml_announce(["a", "b"], "en", 2)) == [("Polly.Joanna", "en-US")] * 4
+    own = {"en-US": TtsVoice(voice="Polly.Matthew")}
+    assert says_of(twiml_announce(["a"], "en", 1, own)) == [("Polly.Matthew", "en-US")]
 
 
 def test_fit_script_keeps_short_texts_whole():
@@ -113,7 +143,8 @@ def test_render_languages(offline):
     out = kit.check_languages(offline, lambda lang: message(language=lang))
     assert out["zh-CN"].text == "长沙市气象台发布红色暴雨预警。暴雨红色预警。立即转移低洼地带人员。"
     assert out["en"].text.startswith("Changsha Meteorological Observatory has issued a red Rainstorm warning.")
-    assert "language=zh-CN" in out["zh-CN"].content_type and "language=en-US" in out["en"].content_type
+    assert "language=cmn-CN; voice=Polly.Zhiyu" in out["zh-CN"].content_type
+    assert "language=en-US; voice=Polly.Joanna" in out["en"].content_type
 
 
 def test_render_drill_marking(offline):
@@ -174,7 +205,9 @@ async def test_call_answered_with_1_is_confirmed_and_completed(channel, sim, sin
     await sim.wait_idle()
     spoken = channel.render(msg).text
     assert [s.text for s in record.says] == [spoken, spoken, "确认收到请按1。", "已确认收到预警，谢谢。"]
-    assert all(s.language == "zh-CN" for s in record.says) and not record.errors
+    # the call's script as Twilio got it: every Say in the configured voice (the sink's answer is its own)
+    assert says_of(record.twiml) == [("Polly.Zhiyu", "cmn-CN")] * 3
+    assert [(s.voice, s.language) for s in record.says[:3]] == [("Polly.Zhiyu", "cmn-CN")] * 3 and not record.errors
     [(url, form, signature)] = sink.of("voice-gather")
     assert form["Digits"] == "1" and url == sink.callback_url("voice-gather", 7)
     assert verify_request(TOKEN, url, form, signature)
@@ -192,7 +225,23 @@ async def test_call_without_confirmation_only_speaks(channel, sim, sink):
     await sim.wait_idle()
     [record] = sim.calls_to(GOOD)
     assert "<Gather" not in record.twiml and record.digits is None and not sink.of("voice-gather")
-    assert [s.language for s in record.says] == ["en-US", "en-US"]
+    assert says_of(record.twiml) == [("Polly.Joanna", "en-US")] * 2
+    assert [(s.voice, s.language) for s in record.says] == [("Polly.Joanna", "en-US")] * 2
+
+
+async def test_a_configured_voice_is_used_in_every_say_of_a_long_call(sim, sink):
+    tts = {"zh-CN": TtsVoice(voice="Polly.Zhiyu-Neural", language="cmn-CN")}
+    ch = VoiceChannel(twilio_config(sim.base_url), VoiceConfig(enabled=True, repeat=3, tts=tts), sink.callback_url)
+    alert = kit.sample_alert()
+    alert = replace(alert, infos=(replace(alert.infos[0], instruction="立即转移低洼地带人员。" * 400),))
+    try:
+        result = await call(ch, message(alert=alert, must_confirm=True))
+    finally:
+        await ch.close()
+    assert result.outcome is Outcome.SENT
+    [record] = sim.calls.values()
+    assert len(record.twiml) <= TWIML_LIMIT  # shortened with the voice attributes counted
+    assert says_of(record.twiml) == [("Polly.Zhiyu-Neural", "cmn-CN")] * 4
 
 
 @pytest.mark.parametrize("behaviour", ["no-answer", "busy"])
@@ -215,6 +264,14 @@ async def test_429_retries_with_retry_after(channel, sim):
     sim.scenario.update({"faults": {"rate_429": 1.0, "retry_after": 4}})
     result = await call(channel, message())
     assert (result.outcome, result.code, result.retry_after) == (Outcome.RETRY, "twilio.20429", 4.0)
+    assert refused(result)  # not a redial: see test_delivery_state
+
+
+async def test_a_5xx_is_a_refusal_too(channel, sim):
+    sim.scenario.update({"faults": {"rate_5xx": 1.0}})
+    result = await call(channel, message())
+    assert result.outcome is Outcome.RETRY and result.code in ("twilio.20500", "twilio.20503") and refused(result)
+    assert not sim.calls
 
 
 async def test_bad_credentials_fail_for_the_operator(sim, sink):

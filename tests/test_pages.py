@@ -1,6 +1,7 @@
 """The pages people reach by signed links, over real HTTP: a red warning's ladder
-makes a door-to-door list; marking every household through its page covers the
-grid and skips the rest of the ladder; confirmation links confirm only on POST;
+makes a door-to-door list; telling or moving every household through its page
+covers the grid and skips the rest of the ladder (household outcomes that do not
+cover, their follow-ups and alarms: test_households.py); confirmation links confirm only on POST;
 forged, expired and wrong-purpose links get a clear page and change nothing.
 SQLite and PostgreSQL, a manual clock, no sleeps."""
 from __future__ import annotations
@@ -112,30 +113,33 @@ async def test_door_to_door_list_completed_through_its_page_covers_the_grid(site
     assert (status, ctype) == (200, "text/html")
     assert _addresses(html) == ["河口村一组2号（独居老人）", "河口村一组1号", "河口村一组3号"]
     assert html.index("重点") < html.index("河口村一组1号")
-    assert 'href="tel:+8613900000001"' in html and "已标记 0/3" in html and "李四" in html and "一组" in html
+    assert 'href="tel:+8613900000001"' in html and "已落实 0/3" in html and "已标记 0/3" in html
+    assert "李四" in html and "一组" in html
     assert "红色预警" in html and "暴雨预警" in html and "本网格已全部入户通知" not in html
     items = _item_ids(html)
-    assert len(items) == 3 and html.count('name="mark"') == 9
+    # five outcomes a household: three buttons, moved with its head count, needs help with a note
+    assert len(items) == 3 and html.count('name="mark"') == 15 and html.count('name="people"') == 3
+    assert html.count('name="note"') == 3
 
-    for item, mark in zip(items, ["notified", "not_home", "notified"]):
+    for item, mark in zip(items, [{"mark": "notified"}, {"mark": "moved", "people": "4"}, {"mark": "notified"}]):
         if item == items[-1]:  # re-marking: the latest wins, with its time
             site.clock.advance(30)
-            status, *_ = await site.post(f"{path}/items/{items[0]}", {"mark": "refused"})
+            status, *_ = await site.post(f"{path}/items/{items[0]}", {"mark": "moved", "people": "2"})
             assert status == 303
-        status, _, location, _ = await site.post(f"{path}/items/{item}", {"mark": mark})
+        status, _, location, _ = await site.post(f"{path}/items/{item}", mark)
         assert status == 303 and location == f"{path}#i{item}"
 
     status, _, html = await site.page(path)
-    assert "已标记 3/3" in html and "本网格已全部入户通知" in html
-    assert "拒绝转移 1" in html and "不在家 1" in html
+    assert "已落实 3/3" in html and "已标记 3/3" in html and "本网格已全部入户通知" in html
+    assert "已通知 1" in html and "已转移 2（6人）" in html and "不在家 0" in html
     # times in Beijing time (display_timezone), not the server's UTC
     assert site.clock.now().astimezone(ZoneInfo("Asia/Shanghai")).strftime("%m-%d %H:%M") in html
     (conf,) = await site.rows(confirmations)
     assert conf.state == "covered" and conf.covered_at == site.clock.now()
     (cl,) = await site.rows(call_lists)
     assert cl.completed_at == site.clock.now()
-    marks = {r.id: (r.mark, r.marked_at) for r in await site.rows(call_list_items)}
-    assert marks[items[0]] == ("refused", site.clock.now())
+    marks = {r.id: (r.mark, r.people, r.marked_at) for r in await site.rows(call_list_items)}
+    assert marks[items[0]] == ("moved", 2, site.clock.now())
     pending = await site.rows(rungs, rungs.c.confirmation_id == conf.id, rungs.c.state == "pending")
     assert pending == []
     await site.at(ALARM_MINUTES + 5)  # the 15-minute alarm rung never fires
@@ -150,7 +154,7 @@ async def test_door_to_door_list_completed_through_its_page_covers_the_grid(site
     (entry,) = body["items"]
     assert entry["id"] == list_id and entry["grid"] == G and entry["assignee_id"] == "back"
     assert (entry["total"], entry["marked"]) == (3, 3) and entry["completed_at"]
-    assert entry["by_mark"] == {"notified": 1, "not_home": 1, "refused": 1}
+    assert entry["by_mark"] == {"notified": 1, "moved": 2, "not_home": 0, "refused": 0, "needs_help": 0}
     assert [h["household_id"] for h in entry["households"]] == ["h2", "h1", "h3"]
     assert entry["households"][0]["vulnerable"] is True
     async with site.client.get(f"/api/v1/warnings/{wid}/call-lists") as resp:
@@ -164,14 +168,15 @@ async def test_english_and_partial_progress(site):
     await site.submit()
     _, path = await site.door_list()
     status, _, html = await site.page(path, headers={"Accept-Language": "en-US,en;q=0.9"})
-    assert status == 200 and "Door-to-door list" in html and "Marked 0/3" in html and 'lang="en"' in html
+    assert status == 200 and "Door-to-door list" in html and "Reached 0/3" in html and 'lang="en"' in html
     items = _item_ids(html)
     status, _, location, _ = await site.post(f"{path}/items/{items[1]}?lang=en", {"mark": "not_home"})
     assert status == 303 and location == f"{path}?lang=en#i{items[1]}"
     _, _, html = await site.page(f"{path}?lang=en")
-    assert "Marked 1/3" in html and "Not at home" in html and "All households reached" not in html
+    assert "Reached 0/3" in html and "Marked 1/3" in html and "Not at home" in html and "Revisit" in html
+    assert "All households reached" not in html and "People moved" in html and "Needs help" in html
     _, _, html = await site.page(path)  # zh-CN by default
-    assert "已标记 1/3" in html and 'lang="zh-CN"' in html
+    assert "已落实 0/3" in html and "已标记 1/3" in html and "待回访" in html and 'lang="zh-CN"' in html
     (conf,) = await site.rows(confirmations)
     assert conf.state == "open"
 
@@ -202,6 +207,9 @@ async def test_forged_expired_and_wrong_purpose_links_change_nothing(site):
 
     status, _, _, html = await site.post(f"{path}/items/{items[0]}", {"mark": "burnt"})
     assert status == 400 and "操作无效" in html
+    for people in ("", "0", "abc", "201", "-3", "1e2", "٣"):  # moved needs a head count of 1…200
+        status, _, _, html = await site.post(f"{path}/items/{items[0]}", {"mark": "moved", "people": people})
+        assert status == 400 and "人数无效" in html, people
     status, _, _, html = await site.post(f"{path}/items/99999", {"mark": "notified"})
     assert status == 404
 

@@ -52,7 +52,8 @@ def scenario(**extra: object) -> dict:
     return {
         "seed": 11, "speed": 30, "directory": small_directory(),
         "behaviours": {"people": {"default": {"reply_after": [10, 60]},
-                                  "g4": {"never": True}, "head": {"never": True}}},
+                                  "g4": {"never": True}, "head": {"never": True},
+                                  "duty": {"never": True}}},  # asked at 5 min, a duty officer's 1 confirms
         "door_to_door": {"start_after": 30, "visit_after": 20},
         "timeline": [{"at": "00:00:05", "name": "rain",
                       "issue": {"template": "red-rainstorm", "areas": [TOWNSHIP], "expires_after": "03:00:00"}}],

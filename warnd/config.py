@@ -64,6 +64,14 @@ class RungConfig(Strict):
     call_households: bool = False  # door_to_door: also call households with a phone
 
 
+class DoorConfig(Strict):
+    """Door-to-door outcomes: what a household's mark (or a walker's SMS report) sets off."""
+
+    not_home_channels: list[str] = ["voice", "sms"]  # 不在家: the household's phone is called and texted
+    alarm_to: list[str] = ["superior"]  # 拒绝转移 / 需要帮助: who is told (superior = township duty)
+    alarm_channels: list[str] = ["sms"]
+
+
 def _default_ladders() -> dict[str, list[RungConfig]]:
     def ladder(notify: float, door: float, alarm: float) -> list[RungConfig]:
         return [RungConfig(after_minutes=notify, action="notify", to=["backup", "superior"], not_woken=True,
@@ -82,13 +90,31 @@ class RetryPolicy(Strict):
     max_seconds: float = Field(300.0, gt=0)
 
 
+class PerNumber(Strict):
+    """Sends one called number may get per sliding minute, hour and day (null: no cap).
+
+    A send over a cap waits (its next_attempt_at) until the cap lets it through: never
+    dropped, and the wait is not an attempt. Counted on warnd's clock, per channel."""
+
+    minute: int | None = Field(None, ge=1)
+    hour: int | None = Field(None, ge=1)
+    day: int | None = Field(None, ge=1)
+
+
 class ChannelConfig(Strict):
     enabled: bool = True
     concurrency: int = Field(64, ge=1)
+    # Shared by every node on the database; SMS count segments, other sends one each.
     rate_per_second: float = Field(500.0, gt=0)
     timeout_seconds: float = Field(10.0, gt=0)
     public: bool = False  # public channels never carry Exercise/Test warnings
     retry: RetryPolicy = RetryPolicy()
+    # For this long after a delivery was planned, a send the provider refused (HTTP 429 or
+    # 5xx: nothing was sent) is tried again after its Retry-After without using up one of
+    # `retry.max_attempts` (a call's redials are for calls that rang); later it counts.
+    # 0: a refusal always counts. Next to `retry`, not in it, so overriding one keeps the other.
+    refused_free_minutes: float = Field(0.0, ge=0)
+    per_number: PerNumber = PerNumber()
 
 
 class WebhookConfig(ChannelConfig):
@@ -131,6 +157,23 @@ class SmsConfig(ChannelConfig):
     signature: str = "【县预警中心】"
     confirm_words: list[str] = ["1", "收到", "确认", "OK", "ok", "好", "收"]
     confirm_link: bool = True  # add a signed confirmation link to messages for people who must confirm
+    refused_free_minutes: float = Field(60.0, ge=0)
+    # Chinese providers cap SMS per number: Alibaba Cloud verification codes 1/min, 5/h,
+    # 10/day, notifications at most 50 a day; these leave room for a warning, its update,
+    # door-to-door asks for several grids and a cancel.
+    per_number: PerNumber = PerNumber(minute=5, hour=20, day=50)
+
+
+class TtsVoice(Strict):
+    """The voice of a <Say> (Twilio's Amazon Polly or Google voice name) and the language it speaks."""
+
+    voice: str = Field(min_length=1)
+    language: str | None = None  # the <Say language>; null: the recipient's (zh → zh-CN, en → en-US)
+
+
+def _default_tts() -> dict[str, TtsVoice]:
+    return {"zh-CN": TtsVoice(voice="Polly.Zhiyu", language="cmn-CN"),
+            "en-US": TtsVoice(voice="Polly.Joanna", language="en-US")}
 
 
 class VoiceConfig(ChannelConfig):
@@ -140,6 +183,11 @@ class VoiceConfig(ChannelConfig):
     repeat: int = Field(2, ge=1, le=5)  # how often the warning is spoken
     ring_seconds: int = Field(30, ge=5, le=600)
     retry: RetryPolicy = RetryPolicy(max_attempts=4, base_seconds=60, max_seconds=120)  # redial within ~5 min
+    refused_free_minutes: float = Field(60.0, ge=0)  # a create Twilio refused rang nobody: not a redial
+    # a person is called, redialled and asked to go to the door: a few calls a minute at most
+    per_number: PerNumber = PerNumber(minute=3, hour=10, day=30)
+    # The TTS voice of every <Say>, by recipient language; other languages: the account's default.
+    tts: dict[str, TtsVoice] = Field(default_factory=_default_tts)
 
 
 class MqttConfig(Strict):
@@ -243,6 +291,14 @@ def _default_routing() -> list[RoutingRule]:
 LEASE_MARGIN_SECONDS = 10.0  # the dispatcher's watchdog margin (5 s) and a result's trip to the database
 
 
+class ConfirmationConfig(Strict):
+    """Who confirms a grid (叫应): its responsible person (A角), or whoever a rung asked for it."""
+
+    # true: a backup's (B角) "1" confirms every grid they back up from the first wave on,
+    # without being asked; false: only once a rung asked them, or when they name the grid.
+    backups_confirm_first_wave: bool = False
+
+
 class Config(Strict):
     database_url: str = "sqlite:///warnd.db"
     host: str = "127.0.0.1"
@@ -258,6 +314,8 @@ class Config(Strict):
     # Escalation ladders by level, plus "uncovered" for grids whose speakers did not play.
     ladders: dict[str, list[RungConfig]] = Field(default_factory=_default_ladders)
     link_days: float = Field(2.0, gt=0)  # how long confirmation and call-list links stay valid
+    confirmation: ConfirmationConfig = ConfirmationConfig()
+    door: DoorConfig = DoorConfig()
     webhook: WebhookConfig = WebhookConfig()
     twilio: TwilioConfig = TwilioConfig()
     sms: SmsConfig = SmsConfig()

@@ -3,10 +3,15 @@
     pending ──claim──▶ sending ──▶ delivered | sent | failed | uncertain
        │                  └──retry──▶ pending (attempts+1, next_attempt_at later)
        └──▶ superseded | cancelled | expired      sent/uncertain ──receipt──▶ delivered | failed | pending (redial)
+
+A provider that refused a send (HTTP 429 or 5xx) took nothing: for channels whose
+`retry.refused_free_minutes` allows it, that is not an attempt. It is tried again when
+the provider's Retry-After says, and a call's redials are left for calls that rang.
 """
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -58,6 +63,7 @@ class Decision:
     next_attempt_at: datetime | None
     code: str
     detail: str
+    counted: bool = True  # False: the attempt is given back (the provider refused it, nothing was sent)
 
 
 def backoff_seconds(attempt: int, base: float, maximum: float) -> float:
@@ -67,9 +73,26 @@ def backoff_seconds(attempt: int, base: float, maximum: float) -> float:
     return wait_exponential_jitter(multiplier=base, max=maximum, jitter=base)(state)
 
 
+# Codes of a provider that refused a request before doing anything with it: HTTP 429 and
+# 5xx, and the error codes Twilio sends with them (20429 Too Many Requests, 205xx).
+REFUSED_CODES = re.compile(r"http\.(?:429|5\d\d)|twilio\.(?:20429|205\d\d)")
+REFUSED_RETRY_SECONDS = 5.0  # a refusal without Retry-After is tried again after this
+
+
+def refused(result: SendResult) -> bool:
+    """Did the provider refuse the request (overloaded, rate-limited), so nothing was sent?"""
+    return result.outcome is Outcome.RETRY and REFUSED_CODES.fullmatch(result.code) is not None
+
+
 def decide(result: SendResult, attempts_before: int, now: datetime, *,
-           max_attempts: int, base: float, maximum: float) -> Decision:
-    """Apply one send result: which state next, and when to try again."""
+           max_attempts: int, base: float, maximum: float,
+           planned_at: datetime | None = None, refused_free_seconds: float = 0.0) -> Decision:
+    """Apply one send result: which state next, and when to try again.
+
+    A refusal within `refused_free_seconds` of `planned_at` (unknown: always) is not counted
+    and is tried again after the provider's Retry-After; later ones count like any retry,
+    so a provider down for good still ends in `retries_exhausted`.
+    """
     attempt = attempts_before + 1
     if result.outcome is Outcome.DELIVERED:
         return Decision(State.DELIVERED, None, result.code, result.detail)
@@ -79,6 +102,10 @@ def decide(result: SendResult, attempts_before: int, now: datetime, *,
         return Decision(State.FAILED, None, result.code, result.detail)
     if result.outcome is Outcome.UNCERTAIN:
         return Decision(State.UNCERTAIN, None, result.code, result.detail)
+    if refused_free_seconds > 0 and refused(result) and (
+            planned_at is None or (now - planned_at).total_seconds() < refused_free_seconds):
+        wait = REFUSED_RETRY_SECONDS if result.retry_after is None else result.retry_after
+        return Decision(State.PENDING, now + timedelta(seconds=wait), result.code, result.detail, counted=False)
     if attempt >= max_attempts:
         return Decision(State.FAILED, None, "retries_exhausted",
                         f"gave up after {attempt} attempts; last: {result.code} {result.detail}".strip())

@@ -19,18 +19,45 @@ PERSON_CHANNELS = ("sms", "voice")
 
 
 @dataclass(frozen=True)
+class Fired:
+    """A rung that already fired under an earlier version: it is written fired, and fires no more."""
+
+    at: datetime
+    by: str | None
+    outcome: dict | None
+
+
+@dataclass(frozen=True)
 class PlannedRung:
     ladder: str
     step: int
     action: str
     params: dict
     due_at: datetime
+    fired: Fired | None = None
+    from_rung: int | None = None  # the earlier version's rung this one continues (an Update)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One rung of a configured ladder, as the domain needs it: when and what."""
+
+    after: timedelta
+    action: str
+    params: dict
+
+
+def steps(rungs: list[RungConfig]) -> tuple[Step, ...]:
+    return tuple(Step(timedelta(minutes=r.after_minutes), r.action,
+                      r.model_dump(exclude={"after_minutes", "action"})) for r in rungs)
 
 
 def snapshot(ladder_name: str, rungs: list[RungConfig], start: datetime) -> tuple[PlannedRung, ...]:
-    return tuple(PlannedRung(ladder_name, i, r.action, r.model_dump(exclude={"after_minutes", "action"}),
-                             start + timedelta(minutes=r.after_minutes))
-                 for i, r in enumerate(rungs))
+    return start_ladder(ladder_name, steps(rungs), start)
+
+
+def start_ladder(ladder_name: str, ladder: tuple[Step, ...], start: datetime) -> tuple[PlannedRung, ...]:
+    return tuple(PlannedRung(ladder_name, i, s.action, s.params, start + s.after) for i, s in enumerate(ladder))
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,15 @@ to write (`Plan`), and the store writes all of it in one transaction.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from warnd.config import Config
 from warnd.domain.directory import Person, Region, Speaker, Subscriber, with_ancestors, within
-from warnd.domain.escalation import PlannedRung, snapshot
+from warnd.domain.escalation import PlannedRung, start_ladder, steps
 from warnd.domain.model import Alert, Level, MsgType, Status
+from warnd.domain.updates import Kept, PriorGrid, keep
 from warnd_channels.base import Recipient
 
 # Channels whose recipients are not people: webhook → subscribers, speaker → loudspeakers.
@@ -34,7 +36,12 @@ class PlannedConfirmation:
     backup_id: str | None
     deadline: datetime
     rungs: tuple[PlannedRung, ...] = ()
-    carried: bool = False  # already confirmed for an earlier version at this level or higher
+    kept: Kept | None = None  # what an Update keeps of the earlier version's requirement
+
+    @property
+    def carried(self) -> bool:
+        """Already confirmed or covered for an earlier version at this level or higher."""
+        return self.kept is not None and self.kept.state != "open"
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,7 @@ class Prior:
 
     receivers: tuple[PlannedDelivery, ...] = ()
     level: Level | None = None
-    confirmed_grids: frozenset[str] = frozenset()
+    grids: Mapping[str, PriorGrid] = field(default_factory=dict)  # each grid's requirement in force
 
 
 @dataclass(frozen=True)
@@ -169,17 +176,23 @@ def _confirmations(inp: PlanInput, config: Config) -> tuple[PlannedConfirmation,
     policy = config.level_policy(inp.level)
     if policy.confirm_minutes is None:
         return ()
-    deadline = inp.now + timedelta(minutes=policy.confirm_minutes)
+    confirm = timedelta(minutes=policy.confirm_minutes)
+    deadline = inp.now + confirm
     responsible = {p.region: p for p in inp.people if "grid_responsible" in p.roles}
-    rungs = snapshot(inp.level.label, config.ladder(inp.level.label), inp.now)
-    # A lower or equal level keeps earlier confirmations; a raised level needs new ones.
-    keeps = inp.prior.level is not None and inp.level <= inp.prior.level
+    name = inp.level.label
+    ladder = steps(config.ladder(name))
+    rungs = start_ladder(name, ladder, inp.now)
     out = []
     for code in _leaf_regions(inp.regions):
         person = responsible.get(code)
-        carried = keeps and code in inp.prior.confirmed_grids
-        out.append(PlannedConfirmation(code, getattr(person, "id", None), getattr(person, "backup", None),
-                                       deadline, () if carried else rungs, carried))
+        who = (getattr(person, "id", None), getattr(person, "backup", None))
+        prior = inp.prior.grids.get(code)
+        # An Update keeps the work done for grids it still targets (domain/updates); new grids start fresh.
+        kept = keep(prior, inp.level, confirm, name, ladder, inp.now) if prior is not None else None
+        if kept is None:
+            out.append(PlannedConfirmation(code, *who, deadline, rungs))
+        else:
+            out.append(PlannedConfirmation(code, *who, kept.deadline, kept.rungs, kept))
     return tuple(out)
 
 

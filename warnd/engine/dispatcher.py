@@ -18,6 +18,14 @@ send, committed first (see `Handing`): after a crash, a claim without the mark i
 known to have sent nothing and is queued again at once; one with it is asked about
 at the provider. The mark is also a compare-and-set on the claim, so a row another
 node took over is not sent twice. (交给供应商之前先落库标记：崩溃后未交出的立即重发，已交出的先向供应商查询。)
+
+Provider limits (warnd/domain/rate_limit.py) hold for all nodes on the database: each
+channel's rate is reserved there in batches of cells (an SMS costs its segments), and
+a channel with caps per called number has each claim checked against them, in one
+transaction, before its rows reach the senders: a row over a cap goes back to the
+queue, due when the cap allows, its attempt given back. A send the provider refused
+(429/5xx) is not an attempt either (`refused_free_minutes`): it is queued again for
+its Retry-After, outside the results batch, since its attempt must be given back.
 """
 from __future__ import annotations
 
@@ -34,10 +42,12 @@ from warnd.config import Config
 from warnd.domain.confirmation import short_code
 from warnd.domain.delivery import State, decide
 from warnd.domain.model import Level
+from warnd.domain.rate_limit import cap_windows, send_cost
 from warnd.engine.alerts import AlertCache, CachedAlert
 from warnd.engine.metrics import Metrics
-from warnd.engine.ratelimit import TokenBucket
+from warnd.engine.ratelimit import SharedRate
 from warnd.store.deliveries import Applied, Claimed, DeliveryStore
+from warnd.store.rate_limits import LimitStore, Refusal
 from warnd_channels.base import Channel, Message, Outcome, Recipient, SendResult
 
 log = logging.getLogger("warnd.dispatcher")
@@ -89,8 +99,12 @@ class Dispatcher:
         self._senders: list[asyncio.Task] = []
         self._watchdogs: list[asyncio.Task] = []
         self._lanes: dict[str, Lane] = {}
+        self._rates: list[SharedRate] = []
         self._handing: dict[str, Handing] = {}  # channels whose sends are marked handed first
         self._warnings: dict[int, tuple[CachedAlert, str]] = {}  # id -> (parsed, short code)
+        self.limits = LimitStore(store.db, store.node)
+        self._refusals: list[Refusal] = []  # refused sends, written by the flusher (attempt given back)
+        self._admitted: dict[int, float] = {}  # claimed row → when its number's caps admitted it
 
     def wake(self) -> None:
         """New work was committed in this process: claim it without waiting for the poll."""
@@ -104,10 +118,11 @@ class Dispatcher:
             cfg = self.config.channel(name)
             lane = self._lanes[name] = Lane(ahead_for(cfg.concurrency, cfg.rate_per_second,
                                                       self.config.dispatcher.batch_size))
-            bucket = TokenBucket(cfg.rate_per_second)
+            rate = SharedRate(name, cfg.rate_per_second, self._reserver(name, cfg.rate_per_second))
+            self._rates.append(rate)
             if not self.channels[name].dedupes:
                 self._handing[name] = Handing(lambda ids: self.store.hand(ids))
-            self._senders += [asyncio.create_task(self._sender(name, lane, bucket), name=f"send-{name}")
+            self._senders += [asyncio.create_task(self._sender(name, lane, rate), name=f"send-{name}")
                               for _ in range(cfg.concurrency)]
             self._watchdogs.append(asyncio.create_task(
                 self._watchdog(lane, cfg.timeout_seconds + DEADLINE_MARGIN), name=f"watch-{name}"))
@@ -130,12 +145,21 @@ class Dispatcher:
             await self._hand_back(name, lane)
         for watchdog in self._watchdogs:
             watchdog.cancel()
+        for rate in self._rates:
+            await rate.close()
         self._flush_now.set()
         await self._tasks[-1]
+
+    def _reserver(self, name: str, rate: float):  # noqa: ANN202 - a Reserve
+        async def reserve(cells: int, now: float, burst: float) -> float:
+            return await self.limits.reserve(name, cells, rate, now, burst)
+        return reserve
 
     async def _channel_loop(self, name: str) -> None:
         lane = self._lanes[name]
         wake = self._wake[name]
+        per_number = self.config.channel(name).per_number
+        caps = cap_windows(per_number.minute, per_number.hour, per_number.day)
         try:
             while self._running:
                 await lane.wait_low()
@@ -152,6 +176,11 @@ class Dispatcher:
                     claimed = []
                 else:
                     self._written(batch)
+                if claimed and caps:
+                    claimed = await self._admit(name, claimed, caps)
+                    if claimed is None:  # the caps could not be checked: the rows went back
+                        await asyncio.sleep(self.config.dispatcher.poll_seconds)
+                        continue
                 if not claimed:
                     wake.clear()
                     try:
@@ -164,21 +193,43 @@ class Dispatcher:
             lane.close()
             await self._hand_back(name, lane)
 
+    async def _admit(self, name: str, claimed: list[Claimed], caps) -> list[Claimed] | None:  # noqa: ANN001
+        """The claimed rows their numbers' caps let through now (the others are queued again,
+        due when the caps allow); None when the caps could not be checked (all handed back)."""
+        try:
+            admission = await self.limits.admit(name, claimed, caps, self.clock.now())
+        except Exception:  # noqa: BLE001 - the database may be briefly away: nothing unchecked goes out
+            log.exception("checking per-number caps failed; the claims go back", extra={"channel": name})
+            try:
+                await self.store.unclaim([row.id for row in claimed])
+            except Exception:  # noqa: BLE001 - the lease runs out and the sweep recovers them (unsent)
+                log.exception("handing back unchecked claims failed", extra={"channel": name})
+            return None
+        for deferred in admission.deferred:
+            log.info("send deferred by a per-number cap", extra={
+                "channel": name, "delivery": deferred.delivery_id, "detail": deferred.detail})
+        admitted = [row for row in claimed if row.id in admission.admitted]
+        self._admitted.update((row.id, admission.at) for row in admitted)
+        return admitted
+
     async def _hand_back(self, name: str, lane: "Lane") -> None:
         """Claimed, never sent: back to pending at once, their attempt not counted."""
         if not lane.ready:
             return
         unsent, lane.ready = list(lane.ready), deque()
+        for row in unsent:
+            self._admitted.pop(row.id, None)
         try:
             await self.store.unclaim([row.id for row in unsent])
         except Exception:  # noqa: BLE001 - the lease runs out and the sweep recovers them (unsent)
             log.exception("handing back unsent claims failed", extra={"channel": name})
 
-    async def _sender(self, name: str, lane: "Lane", bucket: TokenBucket) -> None:
+    async def _sender(self, name: str, lane: "Lane", rate: SharedRate) -> None:
         """Send claimed rows one after the other until the lane closes."""
         channel = self.channels[name]
         cfg = self.config.channel(name)
         retry = cfg.retry
+        refused_free = cfg.refused_free_minutes * 60
         me = asyncio.current_task()
         sending, overdue = lane.sending, lane.overdue
         observe = self.metrics.child(self.metrics.send_seconds, name).observe
@@ -186,11 +237,12 @@ class Dispatcher:
         batch_size = self.config.dispatcher.batch_size
         handing = self._handing.get(name)
         while await lane.wait_ready():
-            await bucket.take()
+            await rate.take()
             row = lane.take()
             if row is None:  # another sender was quicker
-                bucket.give_back()
+                rate.give_back()
                 continue
+            admitted_at = self._admitted.pop(row.id, None)
             started = clock.now()
             try:
                 known = self._warnings.get(row.warning_id)
@@ -198,7 +250,9 @@ class Dispatcher:
                     known = await self._warning(row.warning_id)
                 message = self._message(row, *known)
                 rendered = channel.render(message)
-                if handing is not None and not await self._handed(handing, lane, bucket, row):
+                cost = send_cost(rendered.content_type)  # an SMS: its segments
+                rate.charge(cost - 1)
+                if handing is not None and not await self._handed(handing, lane, rate, row, cost, admitted_at):
                     continue
                 t0 = sending[me] = time.monotonic()
                 try:
@@ -218,26 +272,34 @@ class Dispatcher:
             finished = clock.now()
             try:
                 decision = decide(result, row.attempts - 1, finished, max_attempts=retry.max_attempts,
-                                  base=retry.base_seconds, maximum=retry.max_seconds)
+                                  base=retry.base_seconds, maximum=retry.max_seconds,
+                                  planned_at=row.created_at, refused_free_seconds=refused_free)
                 self._count(name, result, decision.state, row)
             except Exception:  # noqa: BLE001 - this sender serves the next row; the sweep recovers this one
                 log.exception("recording a result failed", extra={"delivery": row.id})
+                continue
+            if not decision.counted:  # refused: queued again for its Retry-After, attempt given back
+                self._refusals.append(Refusal(name, row.id, row.attempts, row.address, started, finished,
+                                              decision, admitted_at))
                 continue
             results = self._results  # the flusher takes the list and leaves a new one
             results.append(Applied(row.id, row.attempts, started, finished, decision, result.provider_ref))
             if len(results) >= batch_size:
                 self._flush_now.set()
 
-    async def _handed(self, handing: "Handing", lane: "Lane", bucket: TokenBucket, row: Claimed) -> bool:
+    async def _handed(self, handing: "Handing", lane: "Lane", rate: SharedRate, row: Claimed, cost: int,
+                      admitted_at: float | None) -> bool:
         """Is the row's handed mark committed, so its send may start? A row taken over by
         another node is dropped (that node sends it); one whose mark failed goes back first
-        in line, with its token."""
+        in line, with its cells."""
         verdict = await handing(row.id)
         if verdict is Hand.OURS:
             return True
         if verdict is Hand.FAILED:
             lane.put_back(row)
-            bucket.give_back()
+            rate.give_back(cost)
+            if admitted_at is not None:
+                self._admitted[row.id] = admitted_at
         else:
             log.warning("claim taken over by another node: not sent here", extra={"delivery": row.id})
         return False
@@ -278,17 +340,19 @@ class Dispatcher:
                               row.format or "cap", row.secret or "", bool(row.public))
         return Message(row.id, row.warning_id, cached.alert, cached.cap_xml, Level(row.priority),
                        recipient, row.attempts, row.created_at, row.must_confirm, code, row.purpose,
-                       self.link_for(row), row.params if row.purpose == "door_ask" else None)
+                       self.link_for(row), row.params if row.purpose in ("door_ask", "door_alarm") else None)
 
     async def _flusher(self) -> None:
         """Writes the results no claim has taken along: those of a full batch at once, the rest
         once they have waited a round (so during a fan-out they mostly go with the claims)."""
         seen: list[Applied] | None = None
-        while self._running or self._results or not all(s.done() for s in self._senders):
+        while self._running or self._results or self._refusals or not all(s.done() for s in self._senders):
             try:
                 await asyncio.wait_for(self._flush_now.wait(), FLUSH_SECONDS)
             except TimeoutError:
                 pass
+            if self._refusals:
+                await self._requeue_refused()
             if not self._flush_now.is_set() and self._results is not seen and self._running:
                 seen = self._results  # a claim takes the list and leaves a new one
                 continue
@@ -304,6 +368,17 @@ class Dispatcher:
                 await asyncio.sleep(0.5)
             else:
                 self._written(batch)
+
+    async def _requeue_refused(self) -> None:
+        refusals, self._refusals = self._refusals, []
+        try:
+            await self.limits.requeue_refused(refusals)
+        except Exception:  # noqa: BLE001 - keep them and try again; the rows stay `sending`
+            log.exception("queueing refused sends again failed; will retry")
+            self._refusals = refusals + self._refusals
+            await asyncio.sleep(0.5)
+        else:
+            self.wake()  # a Retry-After may be short
 
     def _written(self, batch: list[Applied]) -> None:
         if any(a.decision.state is State.PENDING for a in batch):  # a retry may be due soon

@@ -84,7 +84,8 @@ class Node:
         self.tokens = TokenStore(self.db, self.clock)
         self.users = UserStore(self.db, self.clock, config.accounts)
         self.queries = Queries(self.db)
-        self.deliveries = DeliveryStore(self.db, self.clock, self.incarnation)
+        self.deliveries = DeliveryStore(self.db, self.clock, self.incarnation,
+                                        backups_confirm=config.confirmation.backups_confirm_first_wave)
         self.nodes = NodeStore(self.db, self.clock)
         self.alerts = AlertCache(self.db, config)
         self.dispatcher = Dispatcher(self.deliveries, self.alerts, self.channels, config, self.clock,
@@ -206,7 +207,7 @@ class Node:
         return f"{self.config.public_base_url.rstrip('/')}/{LINK_PATHS[kind]}/{token}"
 
     def link_for(self, row: Claimed) -> str:
-        if row.purpose == "door_to_door" and row.params:
+        if row.purpose in ("door_to_door", "door_alarm") and row.params and "list_id" in row.params:
             return self.link_url("call-list", str(row.params["list_id"]))
         if row.must_confirm and row.channel == "sms" and self.config.sms.confirm_link:
             return self.link_url("confirm", f"{row.warning_id}/{row.recipient_id}")

@@ -7,6 +7,7 @@ from warnd.engine.node import Node
 from warnd.http import coverage_api, directory_api, ops_api, tokens_api, twilio_api, warnings_api
 from warnd.http import call_lists_api, pages, session_api
 from warnd.http import audit_api
+from warnd.http import inbound_api, rollups_api
 from warnd.http.keys import METRICS, NODE
 from warnd.http.problems import identity_bodies_only, problems_middleware
 
@@ -25,4 +26,6 @@ def build_app(node: Node) -> web.Application:
                    + coverage_api.routes() + tokens_api.routes())
     app.add_routes(pages.routes() + call_lists_api.routes() + session_api.routes())
     app.add_routes(audit_api.routes())
+    app.add_routes(rollups_api.routes())
+    app.add_routes(inbound_api.routes())
     return app

@@ -2,8 +2,10 @@
 
 - `/c/{token}`: a confirmation link. GET only shows the warning and one button
   (link scanners prefetch GETs); the POST of that button confirms.
-- `/d/{token}`: a door-to-door call list. Each household has three small forms
-  (notified / not at home / refused); a mark redirects back to the list (303).
+- `/d/{token}`: a door-to-door call list. Each household has small forms, one per
+  outcome (told / moved with a head count / not at home / refused / needs help,
+  with an optional note); a mark redirects back to the list (303). Plain forms:
+  no JavaScript needed.
 
 These are HTML pages, not API: a forged, expired or wrong-purpose link, an
 unknown list and a warning no longer in force each get a clear page with the
@@ -11,18 +13,23 @@ right status, rendered here rather than as problem+json.
 """
 from __future__ import annotations
 
+import logging
 from datetime import datetime, tzinfo
 from typing import Awaitable, Callable
 
 from aiohttp import web
 
 from warnd.domain.errors import WarndError
+from warnd.domain.households import ALARMING, COVERING, MAX_NOTE, MAX_PEOPLE, MarkError, Outcome, parse_mark
 from warnd.domain.model import Level, Status
 from warnd.domain.signing import verify
+from warnd.engine.liaison import door_policy
 from warnd.engine.node import LINK_PATHS, Node
 from warnd.http.keys import NODE
 from warnd.render import environment
-from warnd.store.call_lists import MARKS, CallListStore, Marked, WarningHead
+from warnd.store.call_lists import CallListStore, Marked, WarningHead
+
+log = logging.getLogger("warnd.http.pages")
 
 LEVEL_COLOURS = {Level.RED: "#c8102e", Level.ORANGE: "#e86a00", Level.YELLOW: "#f2c200", Level.BLUE: "#1f5fbf"}
 HEADERS = {
@@ -34,7 +41,11 @@ HEADERS = {
                                "frame-ancestors 'none'; base-uri 'none'",
 }
 # What went wrong → (status, key of the text in TEXT[language]["errors"]).
-FAILURES = {"link.invalid": 403, "link.expired": 410, "not_found": 404, "inactive": 409, "bad_mark": 400}
+FAILURES = {"link.invalid": 403, "link.expired": 410, "not_found": 404, "inactive": 409, "bad_mark": 400,
+            "bad_people": 400}
+BUTTONS = (Outcome.TOLD, Outcome.NOT_HOME, Outcome.REFUSED)  # one tap each; moved and needs help have a field
+COVERING_VALUES = frozenset(o.value for o in COVERING)
+ALARMING_VALUES = frozenset(o.value for o in ALARMING)
 
 TEXT: dict[str, dict] = {
     "zh-CN": {
@@ -43,17 +54,24 @@ TEXT: dict[str, dict] = {
         "confirm_hint": "点击按钮即表示您已收到此预警。", "confirmed": "已确认", "confirmed_body":
         "已记录您确认收到此预警，谢谢。请按预警要求做好防范。", "already": "此前已确认",
         "already_body": "此前已记录您确认收到此预警，无需再次确认。", "instruction": "防御指引",
-        "list_title": "入户通知清单", "grid": "网格", "assignee": "负责入户", "progress": "已标记 {}/{}",
+        "list_title": "入户通知清单", "grid": "网格", "assignee": "负责入户", "progress": "已落实 {}/{}",
+        "progress_hint": "已通知或已转移的住户才算落实；全部落实后本网格即算已覆盖。", "marked": "已标记 {}/{}",
         "vulnerable": "重点", "no_phone": "无电话", "marked_at": "{} 已标记", "unmarked": "未标记",
-        "marks": {"notified": "已通知", "not_home": "不在家", "refused": "拒绝转移"},
+        "marks": {"notified": "已通知", "moved": "已转移", "not_home": "不在家", "refused": "拒绝转移",
+                  "needs_help": "需要帮助"},
+        "people_label": "转移人数", "people_value": "{}人", "note_label": "需要什么帮助（选填）",
+        "revisit": "待回访", "called": "已自动联系该户电话", "reported": "已报告乡镇值班人员",
         "complete": "本网格已全部入户通知", "inactive": "该预警已解除或失效，无需继续入户。",
-        "summary": "已通知 {notified}　不在家 {not_home}　拒绝转移 {refused}", "empty": "本网格没有登记住户。",
+        "summary": "已通知 {notified}　已转移 {moved}（{people}人）　不在家 {not_home}　拒绝转移 {refused}　"
+                   "需要帮助 {needs_help}", "empty": "本网格没有登记住户。",
+        "sms_hint": "也可以短信回复入户情况，例如：已转移12人、2户不在家。",
         "errors": {
             "link.invalid": ("链接无效", "此链接无效或已被改动，未做任何更改。请使用短信中的原始链接，或联系县预警中心。"),
             "link.expired": ("链接已过期", "此链接已过期，未做任何更改。请联系县预警中心获取新链接。"),
             "not_found": ("未找到", "未找到该清单或住户，未做任何更改。"),
             "inactive": ("预警已结束", "该预警已解除、更新或过期，未做任何更改。"),
-            "bad_mark": ("操作无效", "请选择：已通知、不在家或拒绝转移。未做任何更改。"),
+            "bad_mark": ("操作无效", "请选择：已通知、已转移、不在家、拒绝转移或需要帮助。未做任何更改。"),
+            "bad_people": ("人数无效", f"已转移须填写转移人数（1–{MAX_PEOPLE}）。未做任何更改。"),
         },
     },
     "en": {
@@ -63,12 +81,19 @@ TEXT: dict[str, dict] = {
         "confirmed": "Confirmed", "confirmed_body": "Your confirmation is recorded. Thank you; please act on the "
         "warning.", "already": "Already confirmed", "already_body": "Your confirmation was recorded earlier; "
         "nothing more to do.", "instruction": "What to do",
-        "list_title": "Door-to-door list", "grid": "Grid", "assignee": "Walked by", "progress": "Marked {}/{}",
+        "list_title": "Door-to-door list", "grid": "Grid", "assignee": "Walked by", "progress": "Reached {}/{}",
+        "progress_hint": "A household counts as reached when told or moved; when all are, the grid is covered.",
+        "marked": "Marked {}/{}",
         "vulnerable": "Priority", "no_phone": "no phone", "marked_at": "marked {}", "unmarked": "not marked",
-        "marks": {"notified": "Notified", "not_home": "Not at home", "refused": "Refused to leave"},
+        "marks": {"notified": "Told", "moved": "Moved", "not_home": "Not at home", "refused": "Refused to leave",
+                  "needs_help": "Needs help"},
+        "people_label": "People moved", "people_value": "{} people", "note_label": "What help (optional)",
+        "revisit": "Revisit", "called": "their phone contacted", "reported": "township duty officer told",
         "complete": "All households reached", "inactive": "This warning is no longer in force; no more visits "
-        "are needed.", "summary": "notified {notified} · not at home {not_home} · refused {refused}",
+        "are needed.", "summary": "told {notified} · moved {moved} ({people} people) · not at home {not_home} · "
+        "refused {refused} · needs help {needs_help}",
         "empty": "No households are registered in this grid.",
+        "sms_hint": "You can also report by SMS, e.g. \"moved 12\" or 已转移12人.",
         "errors": {
             "link.invalid": ("Invalid link", "This link is not valid or was altered; nothing was changed. Use "
                              "the link from your SMS, or call the county warning centre."),
@@ -77,7 +102,10 @@ TEXT: dict[str, dict] = {
             "not_found": ("Not found", "No such list or household; nothing was changed."),
             "inactive": ("Warning ended", "This warning was cancelled, updated or has expired; nothing was "
                          "changed."),
-            "bad_mark": ("Invalid choice", "Choose notified, not at home or refused; nothing was changed."),
+            "bad_mark": ("Invalid choice", "Choose told, moved, not at home, refused or needs help; nothing was "
+                         "changed."),
+            "bad_people": ("Invalid head count", f"Moved needs the number of people moved (1–{MAX_PEOPLE}); "
+                           "nothing was changed."),
         },
     },
 }
@@ -200,13 +228,29 @@ async def call_list_page(request: web.Request) -> web.Response:
     lang = language(request)
     head = await store.warning(found.warning_id)
     assert head is not None  # a list is never without its warning
-    items = [{"id": i.id, "household_id": i.household_id, "address": i.address, "phone": i.phone, "vulnerable": i.vulnerable, "mark": i.mark,
-              "marked_at": _shown(i.marked_at, node.config.display_zone)} for i in found.items]
-    return _render(request, "call_list", w=await _warning(node, head, lang), items=items, marks=MARKS,
+    policy = door_policy(node.config, node.channels)
+    items = [{"id": i.id, "household_id": i.household_id, "address": i.address, "phone": i.phone,
+              "vulnerable": i.vulnerable, "mark": i.mark, "people": i.people, "note": i.note or "",
+              "done": i.mark in COVERING_VALUES, "marked_at": _shown(i.marked_at, node.config.display_zone),
+              "follow": _follow(i.mark, bool(i.phone), bool(policy.follow_up), bool(policy.alarm_to))}
+             for i in found.items]
+    tally = found.tally
+    return _render(request, "call_list", w=await _warning(node, head, lang), items=items,
+                   buttons=[b.value for b in BUTTONS], max_people=MAX_PEOPLE, max_note=MAX_NOTE,
                    grid=found.grid, grid_name=found.grid_name or found.grid, assignee=found.assignee_name or "",
-                   total=found.total, marked=found.marked, by_mark=found.by_mark,
+                   total=tally.total, marked=tally.marked, reached=tally.reached,
+                   by_mark={**tally.by_outcome, "people": tally.moved_people},
                    complete=found.completed_at is not None,
                    completed_at=_shown(found.completed_at, node.config.display_zone))
+
+
+def _follow(mark: str | None, phone: bool, calls: bool, alarms: bool) -> list[str]:
+    """What a mark set off, as the visitor is told (keys of TEXT): a revisit, a call, the duty officer."""
+    if mark == Outcome.NOT_HOME.value:
+        return ["revisit", "called"] if phone and calls else ["revisit"]
+    if mark in ALARMING_VALUES and alarms:
+        return ["reported"]
+    return []
 
 
 @_pages
@@ -214,16 +258,25 @@ async def mark_item(request: web.Request) -> web.Response:
     node = request.app[NODE]
     list_id = _list_id(request)
     item_text = request.match_info["item_id"]
-    mark = (await request.post()).get("mark", "")
-    if mark not in MARKS:
-        raise PageFailure("bad_mark")
+    form = await request.post()
+    try:
+        mark = parse_mark(str(form.get("mark", "")), str(form.get("people", "")), str(form.get("note", "")))
+    except MarkError as exc:
+        raise PageFailure(exc.key) from None
     if not item_text.isdigit() or len(item_text) > 18:  # past a database integer: no such item
         raise PageFailure("not_found")
-    outcome = await CallListStore(node.db).mark(list_id, int(item_text), str(mark), node.clock.now())
-    if outcome is Marked.NOT_FOUND:
+    result = await CallListStore(node.db).mark_household(list_id, int(item_text), mark, node.clock.now(),
+                                                         door_policy(node.config, node.channels))
+    if result.outcome is Marked.NOT_FOUND:
         raise PageFailure("not_found")
-    if outcome is Marked.INACTIVE:
+    if result.outcome is Marked.INACTIVE:
         raise PageFailure("inactive")
+    if result.effects.alarm is not None:
+        node.metrics.alarms.labels(result.effects.alarm["code"]).inc()
+        log.error("operator alarm: a household refused or needs help", extra={
+            "alarm": True, "alarm_id": result.alarm_id, "list_id": list_id, **result.effects.alarm})
+    if result.effects.sends:
+        node.dispatcher.wake()
     keep = "?lang=en" if request.query.get("lang", "").lower().startswith("en") else ""
     raise web.HTTPSeeOther(f"/{LINK_PATHS['call-list']}/{request.match_info['token']}{keep}#i{item_text}",
                            headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})

@@ -80,14 +80,14 @@ async def voice_gather(request: web.Request) -> web.Response:
     params = await _params(request)
     node = request.app[NODE]
     delivery_id, _ = _delivery(request, "voice-gather")
-    confirmed = await node.answers.key_press(delivery_id, params.get("Digits", ""), params.get("To", ""),
-                                             params.get("CallSid") or None)
-    if confirmed is None:  # this call's key press was applied before
+    pressed = await node.answers.key_press(delivery_id, params.get("Digits", ""), params.get("To", ""),
+                                           params.get("CallSid") or None)
+    if pressed is None:  # this call's key press was applied before
         node.metrics.answers.labels("voice", "replayed").inc()
         return _twiml(EMPTY)
-    node.metrics.answers.labels("voice", "confirmed" if confirmed else "ignored").inc()
-    text = "已确认收到预警，谢谢。" if confirmed else "未确认。如已收到预警，请回复短信1确认。"
-    return _twiml(twilio_common.twiml_say(text, "zh-CN"))
+    node.metrics.answers.labels("voice", pressed.kind.value).inc()
+    # in the callee's language and the call's voice, and 演练/Exercise when it is one (KeyPress.text)
+    return _twiml(twilio_common.twiml_say(pressed.text, pressed.language, node.config.voice.tts))
 
 
 def routes(enabled: frozenset[str]) -> list[web.RouteDef]:

@@ -1,10 +1,15 @@
 """Door-to-door call lists: read one for its mobile page or the API, mark a household.
 
-Marking the last unmarked household completes the list and covers the grid in
-the same transaction: the confirmation becomes `covered` and the rest of its
-ladder is skipped, so no later rung (an operator alarm) fires for a grid whose
-every door was knocked on. The list row is locked first (PostgreSQL), so two
-visitors marking the last two households at once cannot both miss completion.
+A household's mark is one of the outcomes of warnd.domain.households. Only 已通知
+(told) and 已转移 (moved) reach it: when the last household is told or moved the
+list is complete and the grid covered in the same transaction, the confirmation
+becomes `covered` and the rest of its ladder is skipped, so no later rung (an
+operator alarm) fires for a grid whose every household was really reached. A
+household not at home is followed up (its phone called and texted) and a refusal
+or a call for help alarms the township duty officer, in that same transaction
+(see store/households.py); such a grid stays open, and its ladder goes on. The
+list row is locked first (PostgreSQL), so two visitors marking the last two
+households at once cannot both miss completion.
 Every mark is audited (`door.mark`) in its transaction, with the list's assignee
 as the actor: the list's link is theirs ("link" when the list has none). A mark
 the household already has (a double tap, a resent form) changes nothing and is
@@ -20,12 +25,17 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from warnd.domain.directory import Household
+from warnd.domain.escalation import Effects, Grid
+from warnd.domain.households import (ALARMING, COVERING, OUTCOMES, Mark, Outcome, Policy, Tally, after_mark,
+                                     parse_mark, tally)
 from warnd.store import audit
+from warnd.store import households as effects_of
 from warnd.store.database import Database
 from warnd.store.escalation import stop_grids
 from warnd.store.schema import call_list_items, call_lists, confirmations, people, regions, warnings
 
-MARKS = ("notified", "not_home", "refused")
+MARKS = OUTCOMES  # notified (told), moved, not_home, refused, needs_help
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,12 @@ class Item:
     vulnerable: bool
     mark: str | None
     marked_at: datetime | None
+    people: int | None = None  # moved: the head count
+    note: str | None = None  # needs help / refused: what the visitor wrote
+
+    @property
+    def outcome(self) -> Mark | None:
+        return Mark(Outcome(self.mark), self.people, self.note or "") if self.mark in MARKS else None
 
 
 @dataclass(frozen=True)
@@ -68,6 +84,11 @@ class CallList:
         counts = Counter(i.mark for i in self.items if i.mark)
         return {m: counts.get(m, 0) for m in MARKS}
 
+    @property
+    def tally(self) -> Tally:
+        """Households per outcome, how many were reached (told or moved), people moved."""
+        return tally(i.outcome for i in self.items)
+
     def active(self, now: datetime) -> bool:
         """Marks are taken only while the warning is in force."""
         return self.warning_state == "active" and (self.warning_expires is None or self.warning_expires > now)
@@ -95,6 +116,13 @@ class Marked(enum.Enum):
     INACTIVE = "inactive"  # the warning was cancelled, superseded or has expired
 
 
+@dataclass(frozen=True)
+class MarkResult:
+    outcome: Marked
+    effects: Effects = Effects()  # the follow-up and alarm the mark set off (written with it)
+    alarm_id: int | None = None
+
+
 class CallListStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -115,42 +143,70 @@ class CallListStore:
                                       .where(w.id == warning_id))).first()
         return WarningHead(row.id, row.level, row.status, row.state, row.expires) if row else None
 
-    async def mark(self, list_id: int, item_id: int, mark: str, now: datetime) -> Marked:
-        """Set one household's mark (the latest wins); the last one completes the list and covers the grid.
+    async def mark(self, list_id: int, item_id: int, mark: str | Mark, now: datetime,
+                   policy: Policy = Policy()) -> Marked:
+        """Set one household's outcome (the latest wins); see `mark_household`."""
+        return (await self.mark_household(list_id, item_id, mark, now, policy)).outcome
 
-        The same mark again is UNCHANGED, also once the warning has ended: it was recorded
-        while the warning was in force, and the visitor is told so rather than refused."""
-        if mark not in MARKS:
-            raise ValueError(f"unknown mark {mark!r}")
+    async def mark_household(self, list_id: int, item_id: int, mark: str | Mark, now: datetime,
+                             policy: Policy = Policy()) -> MarkResult:
+        """Set one household's outcome (the latest wins); the last household told or moved
+        completes the list and covers the grid; a changed outcome's follow-up or alarm is
+        written in the same transaction.
+
+        The same mark again (same head count, same note) is UNCHANGED, also once the warning
+        has ended: it was recorded while the warning was in force, and the visitor is told
+        so rather than refused."""
+        new = parse_mark(mark) if isinstance(mark, str) else mark
         cl, i, w = call_lists.c, call_list_items.c, warnings.c
         async with self.db.write() as conn:
             head = (await conn.execute(
-                sa.select(cl.id, cl.confirmation_id, cl.completed_at, cl.assignee_id, w.state, w.expires)
+                sa.select(cl.id, cl.grid, cl.warning_id, cl.confirmation_id, cl.completed_at, cl.assignee_id,
+                          w.state, w.expires, w.level)
                 .join(warnings, w.id == cl.warning_id).where(cl.id == list_id)
                 .with_for_update(of=call_lists))).first()
             if head is None:
-                return Marked.NOT_FOUND
-            item = (await conn.execute(sa.select(i.mark).where(i.id == item_id, i.list_id == list_id))).first()
+                return MarkResult(Marked.NOT_FOUND)
+            item = (await conn.execute(sa.select(i.mark, i.people, i.note, i.household_id, i.address, i.phone,
+                                                 i.vulnerable)
+                                       .where(i.id == item_id, i.list_id == list_id))).first()
             if item is None:
-                return Marked.NOT_FOUND
-            if item.mark == mark:
-                return Marked.UNCHANGED
+                return MarkResult(Marked.NOT_FOUND)
+            previous = Mark(Outcome(item.mark), item.people, item.note or "") if item.mark in MARKS else None
+            if previous == new:
+                return MarkResult(Marked.UNCHANGED)
             if head.state != "active" or (head.expires is not None and head.expires <= now):
-                return Marked.INACTIVE
+                return MarkResult(Marked.INACTIVE)
             await conn.execute(sa.update(call_list_items).where(i.id == item_id)
-                               .values(mark=mark, marked_at=now, version=i.version + 1))
+                               .values(mark=new.outcome.value, people=new.people, note=new.note or None,
+                                       marked_at=now, version=i.version + 1))
+            household = Household(item.household_id, head.grid, item.address, item.phone, bool(item.vulnerable))
+            # whom an alarm tells is read only for an alarm: most marks are 已通知
+            grid = (await effects_of.grid_of(conn, head.grid) if new.outcome in ALARMING
+                    else Grid(head.grid, None, None, (), ()))
+            effects = after_mark(previous, new, household, grid, policy)
+            alarm_id = await effects_of.apply(conn, effects, warning_id=head.warning_id, level=head.level,
+                                              expires=head.expires, grid=head.grid, list_id=list_id, now=now)
             completed = head.completed_at is None and await _complete(conn, list_id, head.confirmation_id, now)
             await audit.append(conn, self.db, now, head.assignee_id or "link", "door.mark", f"call_list:{list_id}",
-                               {"list_id": list_id, "item_id": item_id, "mark": mark, "completed": completed})
-            return Marked.COMPLETED if completed else Marked.MARKED
+                               {"list_id": list_id, "item_id": item_id, "household_id": item.household_id,
+                                "mark": new.outcome.value, "people": new.people, "note": new.note or None,
+                                "previous": previous.outcome.value if previous else None,
+                                "follow_up": sum(1 for x in effects.sends if x.purpose == "household"),
+                                "alarm_id": alarm_id, "completed": completed})
+            return MarkResult(Marked.COMPLETED if completed else Marked.MARKED, effects, alarm_id)
 
 
 async def _complete(conn: AsyncConnection, list_id: int, confirmation_id: int, now: datetime) -> bool:
-    """If no household is left unmarked: complete the list, cover its grid, skip the rest of its ladder."""
+    """If every household is told or moved: complete the list, cover its grid, skip the rest of its ladder.
+
+    Not at home, refused, needs help and unmarked households keep it open: nobody there was reached."""
     cl, i, c = call_lists.c, call_list_items.c, confirmations.c
-    unmarked = (await conn.execute(sa.select(sa.func.count()).select_from(call_list_items)
-                                   .where(i.list_id == list_id, i.mark.is_(None)))).scalar_one()
-    if unmarked:
+    reaching = sorted(o.value for o in COVERING)
+    open_ = (await conn.execute(sa.select(sa.func.count()).select_from(call_list_items)
+                                .where(i.list_id == list_id, sa.or_(i.mark.is_(None), i.mark.not_in(reaching)))
+                                )).scalar_one()
+    if open_:
         return False
     await conn.execute(sa.update(call_lists).where(cl.id == list_id).values(completed_at=now))
     await conn.execute(sa.update(confirmations)
@@ -158,6 +214,24 @@ async def _complete(conn: AsyncConnection, list_id: int, confirmation_id: int, n
                        .values(state="covered", covered_at=now, version=c.version + 1))
     await stop_grids(conn, [confirmation_id], now, "covered")
     return True
+
+
+async def move_lists(conn: AsyncConnection, moves: list[tuple[int, int, int]]) -> int:
+    """Lists follow their grid's requirement to the version an Update continues it in, given as
+    (old confirmation id, new confirmation id, new warning id): same list id, so its signed link
+    keeps working; its marks stay. Returns how many lists moved."""
+    if not moves:
+        return 0
+    cl = call_lists.c
+    olds = [old for old, _, _ in moves]
+    found = {row.confirmation_id for chunk in (olds[i:i + 500] for i in range(0, len(olds), 500))
+             for row in await conn.execute(sa.select(cl.confirmation_id).where(cl.confirmation_id.in_(chunk)))}
+    rows = [dict(b_old=old, b_new=new, b_warning=wid) for old, new, wid in moves if old in found]
+    if rows:
+        await conn.execute(sa.update(call_lists).where(cl.confirmation_id == sa.bindparam("b_old"))
+                           .values(confirmation_id=sa.bindparam("b_new"), warning_id=sa.bindparam("b_warning")),
+                           rows)
+    return len(rows)
 
 
 async def _lists(conn: AsyncConnection, where: sa.ColumnElement[bool]) -> list[CallList]:
@@ -174,7 +248,7 @@ async def _lists(conn: AsyncConnection, where: sa.ColumnElement[bool]) -> list[C
     for row in await conn.execute(sa.select(call_list_items).where(i.list_id.in_(list(items)))
                                   .order_by(i.list_id, i.position, i.id)):
         items[row.list_id].append(Item(row.id, row.position, row.household_id, row.address, row.phone,
-                                       bool(row.vulnerable), row.mark, row.marked_at))
+                                       bool(row.vulnerable), row.mark, row.marked_at, row.people, row.note))
     return [CallList(h.id, h.warning_id, h.confirmation_id, h.grid, h.grid_name, h.assignee_id, h.assignee_name,
                      h.created_at, h.completed_at, h.warning_state, h.warning_expires, tuple(items[h.id]))
             for h in heads]

@@ -88,7 +88,7 @@ class _Hot:
     20-40 ms per claim with 20,000 rows due.
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, backups_confirm: bool = False) -> None:
         d, s, c = deliveries.c, subscribers.c, confirmations.c
         now = sa.bindparam("b_now", type_=d.next_attempt_at.type)
         # Only rows of warnings still in force: a retry of an old version that was in
@@ -103,10 +103,13 @@ class _Hot:
         # Two EXISTS, not one with an OR: each reads its own index (warning, person) or
         # (warning, backup). With the OR, SQLite read every confirmation of the warning
         # for every claimed row: 56 ms a claim in a 10,000-person fan-out.
-        def confirms(who: sa.Column) -> sa.Exists:
-            return sa.exists().where(c.warning_id == d.warning_id, who == d.recipient_id, c.state == "open")
+        def confirms(who: sa.Column, *more: sa.ColumnElement[bool]) -> sa.Exists:
+            return sa.exists().where(c.warning_id == d.warning_id, who == d.recipient_id, c.state == "open", *more)
+        # A backup is asked to confirm (回复1确认, the link) only by a rung's send, made after
+        # the grid's requirement, unless backups confirm from the first wave (config).
+        asked = () if backups_confirm else (c.created_at < d.created_at,)
         must_confirm = sa.and_(d.recipient_kind == "person",
-                               sa.or_(confirms(c.person_id), confirms(c.backup_id))).label("must_confirm")
+                               sa.or_(confirms(c.person_id), confirms(c.backup_id, *asked))).label("must_confirm")
         # The columns of Claimed, in order (attempts as before this one). Locked as they are
         # read: FOR UPDATE SKIP LOCKED on PostgreSQL; on SQLite the transaction holds the
         # write lock.
@@ -244,10 +247,11 @@ DONE_STATES = frozenset({State.DELIVERED, State.FAILED})
 
 
 class DeliveryStore:
-    def __init__(self, db: Database, clock: Clock, node: str) -> None:
+    def __init__(self, db: Database, clock: Clock, node: str, *, backups_confirm: bool = False) -> None:
         self.db = db
         self.clock = clock
         self.node = node  # "<node_id>/<incarnation>": unique per process lifetime
+        self.backups_confirm = backups_confirm  # confirmation.backups_confirm_first_wave
         self._hot: _Hot | None = None
         self._sending: dict[int, int] = {}  # delivery id → the attempt this process claimed and is sending
 
@@ -267,7 +271,7 @@ class DeliveryStore:
 
     def _statements(self) -> _Hot:
         if self._hot is None:
-            self._hot = _Hot(self.db)
+            self._hot = _Hot(self.db, self.backups_confirm)
         return self._hot
 
     async def claim(self, channel: str, limit: int, lease_seconds: float,

@@ -31,16 +31,32 @@ async def write_ladders(conn: AsyncConnection,
                         ladders: list[tuple[int, int, str, tuple[PlannedRung, ...]]]) -> None:
     """The rungs of any number of requirements, given as (confirmation id, warning id, grid, rungs).
 
-    The grids of a warning share one ladder snapshot, so the rows are written one
+    The grids of a warning share one ladder snapshot, so its rows are written one
     executemany per rung, its values (params, due time) converted once for all grids.
+    Rungs of one grid alone (an Update's carried ones, a one-grid warning) go in one
+    executemany each for pending and for fired (those already fired stay fired).
     """
     by_rung: dict[int, tuple[PlannedRung, list[dict]]] = {}  # by identity: PlannedRung holds a dict
     for cid, wid, grid, planned in ladders:
         for r in planned:
             by_rung.setdefault(id(r), (r, []))[1].append(dict(confirmation_id=cid, warning_id=wid, grid=grid))
+    alone: dict[bool, list[dict]] = {False: [], True: []}
     for r, rows in by_rung.values():
-        await insert_rows(conn, rungs, dict(ladder=r.ladder, step=r.step, action=r.action, params=r.params,
-                                            due_at=r.due_at, state="pending", version=1), rows)
+        if len(rows) > 1:
+            await insert_rows(conn, rungs, _rung_values(r), rows)
+        else:
+            alone[r.fired is not None].append({**rows[0], **_rung_values(r)})
+    for rows in alone.values():
+        await insert_rows(conn, rungs, {}, rows)
+
+
+def _rung_values(r: PlannedRung) -> dict:
+    values = dict(ladder=r.ladder, step=r.step, action=r.action, params=r.params, due_at=r.due_at,
+                  state="pending", version=1)
+    if r.fired is not None:
+        values.update(state="fired", fired_at=r.fired.at, fired_by=r.fired.by,
+                      outcome={**(r.fired.outcome or {}), "carried_from": r.from_rung})
+    return values
 
 
 async def stop_grids(conn: AsyncConnection, confirmation_ids: list[int], now: datetime, reason: str) -> None:
@@ -124,7 +140,7 @@ class EscalationStore:
                 fired.append((row.id, effects))
             if sends:
                 await conn.execute(sa.insert(deliveries), sends)
-            for chunk in _chunks(sorted(set(not_woken))):
+            for chunk in chunks(sorted(set(not_woken))):
                 await conn.execute(sa.update(confirmations).where(c.id.in_(chunk), c.not_woken_at.is_(None))
                                    .values(not_woken_at=now, version=c.version + 1))
             if alarm_rows:
@@ -140,7 +156,7 @@ class EscalationStore:
 IN_CHUNK = 500  # values per IN (…): well below every database's bound-parameter limit
 
 
-def _chunks(values: list) -> list[list]:
+def chunks(values: list) -> list[list]:
     return [values[i:i + IN_CHUNK] for i in range(0, len(values), IN_CHUNK)]
 
 
@@ -155,7 +171,7 @@ async def _grids(conn: AsyncConnection, rows) -> dict[tuple[str, str | None, str
     by_region: dict[str, list[Person]] = {}
     by_id: dict[str, Person] = {}
     for column, values in ((p.region, regions_of), (p.id, ids)):
-        for chunk in _chunks(values):
+        for chunk in chunks(values):
             for x in await conn.execute(sa.select(people).where(column.in_(chunk))):
                 if x.id not in by_id:
                     person = by_id[x.id] = Person(x.id, x.name, x.region, tuple(x.roles), x.phone, x.language,
@@ -163,10 +179,10 @@ async def _grids(conn: AsyncConnection, rows) -> dict[tuple[str, str | None, str
                     by_region.setdefault(person.region, []).append(person)
     homes: dict[str, list[Household]] = {}
     names: dict[str, str] = {}
-    for chunk in _chunks(codes):
+    for chunk in chunks(codes):
         for x in await conn.execute(sa.select(households).where(h.grid.in_(chunk))):
             homes.setdefault(x.grid, []).append(Household(x.id, x.grid, x.address, x.phone, x.vulnerable))
-    for chunk in _chunks(regions_of):
+    for chunk in chunks(regions_of):
         for code, name in await conn.execute(sa.select(regions.c.code, regions.c.name)
                                              .where(regions.c.code.in_(chunk))):
             names[code] = name

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, ForeignKey, Index, Integer,
                         MetaData, String, Table, Text, UniqueConstraint, false as sa_false)
+from sqlalchemy import Double
 from sqlalchemy.types import TypeDecorator
 
 
@@ -364,9 +365,28 @@ call_list_items = Table(
     Column("address", String(400), nullable=False),
     Column("phone", String(32)),
     Column("vulnerable", Boolean, nullable=False),
-    Column("mark", String(16)),  # notified / not_home / refused
+    Column("mark", String(16)),  # notified (told) / moved / not_home / refused / needs_help
     Column("marked_at", TS),
     Column("version", Integer, nullable=False, default=1),
+    Column("people", Integer),  # moved: the household's head count
+    Column("note", String(200)),  # needs help / refused: what the visitor wrote
+)
+
+# A walker's SMS report of a list ("已转移12人"): per grid, summed (a running total replaces).
+door_reports = Table(
+    "door_reports", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("list_id", BigInteger, ForeignKey("call_lists.id"), nullable=False, index=True),
+    Column("grid", String(32), nullable=False),
+    Column("at", TS, nullable=False),
+    Column("person_id", String(64)),
+    Column("inbound_id", BigInteger),  # the SMS as recorded in `inbound`
+    Column("moved_people", Integer),  # null: the report says nothing of people moved
+    Column("cumulative", Boolean, nullable=False, default=False),
+    Column("told", Integer, nullable=False, default=0),  # households
+    Column("not_home", Integer, nullable=False, default=0),
+    Column("refused", Integer, nullable=False, default=0),
+    Column("needs_help", Integer, nullable=False, default=0),
 )
 
 alarms = Table(
@@ -387,4 +407,20 @@ speaker_presence = Table(
     Column("online", Boolean, nullable=False),
     Column("changed_at", TS, nullable=False),
     Column("detail", String(400)),
+)
+
+# Provider limits shared by every node on the database (see warnd/domain/rate_limit.py).
+rate_limits = Table(
+    "rate_limits", metadata,
+    Column("key", String(64), primary_key=True),  # the limit: a channel's rate
+    Column("tat", Double, nullable=False),  # epoch seconds: the end of the cells reserved so far
+)
+
+number_sends = Table(
+    "number_sends", metadata,
+    Column("channel", String(32), primary_key=True),
+    Column("address", String(200), primary_key=True),  # the called number (its first 200 characters)
+    Column("sends", Text, nullable=False),  # its recent sends, epoch seconds on warnd's clock, space separated
+    Column("updated_at", TS, nullable=False),
+    Index("ix_number_sends_updated_at", "updated_at"),
 )

@@ -5,10 +5,12 @@ approval is stored held (`awaiting`): nothing planned, nothing sent; the last
 approval publishes it (`approve`), in the same transaction as that approval.
 Publishing de-duplicates by (sender, identifier), applies the lifecycle of Update/Cancel to the earlier
 versions (pending sends superseded or cancelled, open confirmations closed),
-and writes the plan. Once it returns, nothing of it can be lost.
+and writes the plan, in which an Update carries the work done over to the new
+version (store/updates, domain/updates). Once it returns, nothing of it can be lost.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
@@ -28,6 +30,7 @@ from warnd.store.bulk import insert_rows
 from warnd.store.database import Database
 from warnd.store.escalation import skip_warnings, write_ladders
 from warnd.store.schema import alarms, approvals, confirmations, deliveries, warnings
+from warnd.store.updates import carry_work, changed_meanwhile, prior_grids
 from warnd_channels.base import Recipient
 
 Planner = Callable[[Prior], Plan]
@@ -201,7 +204,8 @@ class WarningStore:
     async def _publish(self, conn: AsyncConnection, wid: int, alert: Alert, planner: Planner, now: datetime) -> str:
         """Plan and write every delivery and confirmation; earlier versions stop. Returns the new state."""
         chain = [c for c in await self._chain(conn, alert) if c != wid]
-        plan = planner(await self._prior(conn, chain))
+        prior = await self._prior(conn, chain)
+        plan = planner(prior)
         state = "expired" if alert.expires is not None and alert.expires <= now else "active"
         notes = (await conn.execute(sa.select(warnings.c.notes).where(warnings.c.id == wid))).scalar_one()
         await conn.execute(sa.update(warnings).where(warnings.c.id == wid).values(
@@ -209,11 +213,16 @@ class WarningStore:
             notes=list(notes) + [{"code": "plan", "en": n} for n in plan.notes]))
         if chain:
             await self._retire(conn, chain, alert.msg_type, now)
+            # Another node may have fired a rung or recorded an answer while the retirement waited.
+            if (grids := await changed_meanwhile(conn, dict(prior.grids))) is not None:
+                plan = planner(dataclasses.replace(prior, grids=grids))
         level = (await conn.execute(sa.select(warnings.c.level).where(warnings.c.id == wid))).scalar_one()
         await self._insert_deliveries(conn, wid, level, alert.expires, plan, now)
-        await self._insert_confirmations(conn, wid, plan, now)
-        await audit.append(conn, self.db, now, "system", "warning.publish", f"warning:{wid}",
-                           {"deliveries": len(plan.deliveries), "confirmations": len(plan.confirmations)})
+        ids = await self._insert_confirmations(conn, wid, plan, now)
+        detail = {"deliveries": len(plan.deliveries), "confirmations": len(plan.confirmations)}
+        if prior.grids:  # an Update: what it kept of the work done (see domain/updates)
+            detail.update(await carry_work(conn, wid, level, alert.expires, plan, ids, prior.grids, now))
+        await audit.append(conn, self.db, now, "system", "warning.publish", f"warning:{wid}", detail)
         return state
 
     @staticmethod
@@ -250,10 +259,8 @@ class WarningStore:
         if not chain:
             return Prior()
         latest = (await conn.execute(sa.select(warnings.c.level).where(warnings.c.id == chain[-1]))).scalar_one()
-        c = confirmations.c
-        done = await conn.execute(sa.select(c.grid).where(c.warning_id.in_(chain),
-                                                          c.state.in_(["confirmed", "covered"])))
-        return Prior(await self._reached(conn, chain), Level(latest), frozenset(r.grid for r in done))
+        grids = await prior_grids(conn, chain, lock=not self.db.is_sqlite)
+        return Prior(await self._reached(conn, chain), Level(latest), grids)
 
     @staticmethod
     async def _reached(conn: AsyncConnection, chain: list[int]) -> tuple[PlannedDelivery, ...]:
@@ -311,16 +318,27 @@ class WarningStore:
                  address=p.recipient.address, language=p.recipient.language) for p in plan.deliveries])
 
     @staticmethod
-    async def _insert_confirmations(conn: AsyncConnection, wid: int, plan: Plan, now: datetime) -> None:
-        """Each grid's requirement, and its ladder snapshot: a few statements, however many grids."""
+    async def _insert_confirmations(conn: AsyncConnection, wid: int, plan: Plan, now: datetime) -> dict[str, int]:
+        """Each grid's requirement, and its ladder snapshot: a few statements, however many grids.
+
+        A requirement an Update keeps goes on as it was: confirmed or covered (carried), or open
+        with its deadline, 未叫醒 and uncovered marks and its ladder (see domain/updates).
+        Returns the new requirements' ids by grid."""
         if not plan.confirmations:
-            return
-        await insert_rows(conn, confirmations, dict(warning_id=wid, late=False, version=1, created_at=now), [
-            dict(grid=c.grid, person_id=c.person_id, backup_id=c.backup_id, deadline=c.deadline,
-                 state="confirmed" if c.carried else "open", confirmed_at=now if c.carried else None,
-                 channel="carried" if c.carried else None) for c in plan.confirmations])
+            return {}
+        shared = dict(warning_id=wid, late=False, version=1)
+        await insert_rows(conn, confirmations, {**shared, "state": "open", "created_at": now}, [
+            dict(grid=p.grid, person_id=p.person_id, backup_id=p.backup_id, deadline=p.deadline)
+            for p in plan.confirmations if p.kept is None])
+        await insert_rows(conn, confirmations, shared, [
+            dict(grid=p.grid, person_id=p.person_id, backup_id=p.backup_id, deadline=p.deadline, state=k.state,
+                 confirmed_at=now if k.state == "confirmed" else None, covered_at=now if k.state == "covered" else None,
+                 confirmed_by=k.confirmed_by, channel="carried" if p.carried else None, created_at=k.since or now,
+                 not_woken_at=k.not_woken_at, uncovered_at=k.uncovered_at, uncovered_reason=k.uncovered_reason)
+            for p in plan.confirmations if (k := p.kept) is not None])
         # The ids the rows were given. A plan has one requirement per grid, and this
         # transaction made the warning, so (warning, grid) names each of them.
         c = confirmations.c
         ids = dict((await conn.execute(sa.select(c.grid, c.id).where(c.warning_id == wid))).all())
         await write_ladders(conn, [(ids[p.grid], wid, p.grid, p.rungs) for p in plan.confirmations])
+        return ids
