@@ -295,3 +295,12 @@ async def test_pages_tell_browsers_to_keep_the_link_private(site):
         assert resp.headers["Referrer-Policy"] == "no-referrer"
         assert resp.headers["Cache-Control"] == "no-store"
         assert "form-action 'self'" in resp.headers["Content-Security-Policy"]
+
+
+async def test_a_backups_link_says_no_confirmation_is_needed_until_a_rung_asks_them(site):
+    wid = await site.submit()
+    path = _path(site.node.link_url("confirm", f"{wid}/back"))
+    status, _, html = await site.page(path)
+    assert status == 200 and "暂不需要您确认" in html and 'method="post"' not in html and "此前已确认" not in html
+    status, _, html = await site.page(path + "?lang=en")
+    assert "No confirmation needed from you yet" in html

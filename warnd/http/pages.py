@@ -54,6 +54,7 @@ TEXT: dict[str, dict] = {
         "confirm_hint": "点击按钮即表示您已收到此预警。", "confirmed": "已确认", "confirmed_body":
         "已记录您确认收到此预警，谢谢。请按预警要求做好防范。", "already": "此前已确认",
         "already_body": "此前已记录您确认收到此预警，无需再次确认。", "instruction": "防御指引",
+        "not_asked": "暂不需要您确认", "not_asked_body": "您所备份的网格由网格责任人确认；如需您确认，系统会另行通知您。",
         "list_title": "入户通知清单", "grid": "网格", "assignee": "负责入户", "progress": "已落实 {}/{}",
         "progress_hint": "已通知或已转移的住户才算落实；全部落实后本网格即算已覆盖。", "marked": "已标记 {}/{}",
         "vulnerable": "重点", "no_phone": "无电话", "marked_at": "{} 已标记", "unmarked": "未标记",
@@ -81,6 +82,8 @@ TEXT: dict[str, dict] = {
         "confirmed": "Confirmed", "confirmed_body": "Your confirmation is recorded. Thank you; please act on the "
         "warning.", "already": "Already confirmed", "already_body": "Your confirmation was recorded earlier; "
         "nothing more to do.", "instruction": "What to do",
+        "not_asked": "No confirmation needed from you yet", "not_asked_body": "The grids you back up are "
+        "confirmed by their responsible persons; you will be asked if yours is needed.",
         "list_title": "Door-to-door list", "grid": "Grid", "assignee": "Walked by", "progress": "Reached {}/{}",
         "progress_hint": "A household counts as reached when told or moved; when all are, the grid is covered.",
         "marked": "Marked {}/{}",
@@ -194,8 +197,12 @@ async def confirm_page(request: web.Request) -> web.Response:
     warning_id, person_id = _confirm_value(request)
     head = await _confirm_head(request, warning_id)
     shown = await _warning(node, head, language(request))
-    open_items = await node.answers.store.open_items([person_id], warning_id) if shown["active"] else []
-    return _render(request, "confirm", w=shown, outcome="already" if shown["active"] and not open_items else None)
+    outcome = None
+    if shown["active"]:  # what this person's tap would confirm (the current version's, after an Update)
+        answerable = await node.answers.open_for(person_id, warning_id, unasked=True)
+        mine = await node.answers.open_for(person_id, warning_id)
+        outcome = None if mine else ("not_asked" if answerable else "already")
+    return _render(request, "confirm", w=shown, outcome=outcome)
 
 
 @_pages

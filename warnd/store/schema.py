@@ -303,7 +303,9 @@ inbound = Table(
     Column("provider_ref", String(64)),
     Column("delivery_id", BigInteger),
     Column("person_id", String(64)),
-    Column("outcome", String(16), nullable=False),  # confirmed / repeated / ambiguous / unknown / ignored
+    # confirmed / repeated / negative / question / wrong_code / not_asked / ambiguous / unknown /
+    # ignored / reported (a walker's door-to-door count)
+    Column("outcome", String(16), nullable=False),
     Column("confirmation_ids", JSON, nullable=False),
     Index("ix_inbound_from", "from_address", "at"),
     # a provider's message (SMS MessageSid, a call's CallSid) is applied once: a replay changes nothing
