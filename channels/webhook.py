@@ -258,7 +258,7 @@ class WebhookChannel:
         self._rendered: dict[tuple, _Shared] = {}
 
     def render(self, message: Message) -> Rendered:
-        alert, recipient = message.alert, message.recipient
+        recipient = message.recipient
         shared = self._shared(message)
         if recipient.format == "cap":
             return Rendered(shared.cap_body, CAP_CONTENT_TYPE, shared.text)

@@ -20,7 +20,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 import yaml
 from factories import COUNTY, NO_APPROVAL, TOWNSHIP, VILLAGE, alert
 from mosquitto import running_mosquitto
@@ -34,7 +33,6 @@ from warnd.ingest.capxml import alert_to_xml
 from warnd.ingest.directory import DirectoryData
 from warnd.sim.speakers import Behaviour, SpeakerFleet
 from warnd.store.migrate import upgrade
-from warnd.store.schema import confirmations, deliveries
 from warnd_channels.mqtt_link import MqttLink
 
 WAIT = 60.0  # every wait is bounded by this
