@@ -272,10 +272,10 @@ async def test_only_who_may_confirm_is_asked_to_reply_1(make, clock, first_wave)
     await submit(node)
     first = {r.recipient_id: r.must_confirm for r in await node.deliveries.claim("sms", 100, 60)}
     assert first == {"a1": True, "a2": True, "a3": True, "head": first_wave}
-    await at(node, clock, 5)  # the rung asks the backups
+    await at(node, clock, 5)  # the rung asks the backups and the township duty officer
     asked = {(r.recipient_id, r.must_confirm) for r in await node.deliveries.claim("sms", 100, 60)
-             if r.recipient_id == "head"}
-    assert asked == {("head", True)}
+             if r.recipient_id in ("head", "duty")}
+    assert asked == {("head", True), ("duty", True)}
 
 
 async def test_a_key_press_on_a_call_of_before_an_update_confirms_the_update_unless_it_raised_the_level(make, clock):

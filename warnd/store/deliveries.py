@@ -105,11 +105,14 @@ class _Hot:
         # for every claimed row: 56 ms a claim in a 10,000-person fan-out.
         def confirms(who: sa.Column, *more: sa.ColumnElement[bool]) -> sa.Exists:
             return sa.exists().where(c.warning_id == d.warning_id, who == d.recipient_id, c.state == "open", *more)
-        # A backup is asked to confirm (回复1确认, the link) only by a rung's send, made after
-        # the grid's requirement, unless backups confirm from the first wave (config).
-        asked = () if backups_confirm else (c.created_at < d.created_at,)
-        must_confirm = sa.and_(d.recipient_kind == "person",
-                               sa.or_(confirms(c.person_id), confirms(c.backup_id, *asked))).label("must_confirm")
+        # Told to confirm (回复1确认, the link): the grid's responsible person; anyone a rung
+        # asks about a grid (its sends carry the grid and come after the requirement: a
+        # backup, a township duty officer; read by ix_confirmations_grid); a backup from the
+        # first wave only if config says.
+        asked = sa.exists().where(c.warning_id == d.warning_id, c.grid == d.grid, c.state == "open",
+                                  c.created_at < d.created_at)
+        told = [confirms(c.person_id), asked, *((confirms(c.backup_id),) if backups_confirm else ())]
+        must_confirm = sa.and_(d.recipient_kind == "person", sa.or_(*told)).label("must_confirm")
         # The columns of Claimed, in order (attempts as before this one). Locked as they are
         # read: FOR UPDATE SKIP LOCKED on PostgreSQL; on SQLite the transaction holds the
         # write lock.

@@ -272,6 +272,8 @@ confirmations = Table(
     # person answer for?" (every reply): the person first, so both read a handful of rows
     Index("ix_confirmations_person", "person_id", "state", "warning_id"),
     Index("ix_confirmations_backup", "backup_id", "state", "warning_id"),
+    # "was this send a rung's question about its grid?" (every claimed person delivery)
+    Index("ix_confirmations_grid", "warning_id", "grid", "state"),
 )
 
 audit = Table(
