@@ -181,6 +181,39 @@ async def test_revisited_households_told_or_moved_cover_the_grid_and_count_peopl
     assert [(r.detail["people"], r.detail["previous"]) for r in moved] == [(4, "not_home"), (2, None), (3, "moved")]
 
 
+async def test_an_answered_follow_up_call_tells_a_not_at_home_household_and_can_cover_the_grid(site):
+    await site.submit()
+    list_id, path = await site.door_list()
+    no_phone, with_phone, other = _item_ids((await site.page(path))[2])
+    listed_at = site.clock.now()
+    site.clock.advance(60)
+    await _mark(site, path, with_phone, "not_home")
+    await _mark(site, path, no_phone, "notified")
+    await _mark(site, path, other, "notified")
+    # the follow-up (the ladder's own calls to households came before the list)
+    calls = [d for d in await site.node.deliveries.claim("voice", 10, 60) if d.created_at > listed_at]
+    texts = [d for d in await site.node.deliveries.claim("sms", 10, 60) if d.created_at > listed_at]
+    assert [d.recipient_id for d in calls] == ["h1"] and [d.recipient_id for d in texts] == ["h1"]
+    # an SMS delivered proves nobody read it; a call ringing out tells nobody
+    await site.node.receipts.apply("sms", texts[0].id, "delivered", "twilio.delivered", "SMf1")
+    assert await site.node.told_by_follow_ups() == 0
+    (conf,) = await site.rows(confirmations)
+    assert conf.state == "open"
+    site.clock.advance(30)
+    await site.node.receipts.apply("voice", calls[0].id, "delivered", "twilio.completed", "CAf1")
+    assert await site.node.told_by_follow_ups() == 1
+    assert await site.node.told_by_follow_ups() == 0  # once
+    (item,) = await site.rows(call_list_items, call_list_items.c.id == with_phone)
+    assert item.mark == "notified"
+    (conf,) = await site.rows(confirmations)
+    (cl,) = await site.rows(call_lists)
+    assert conf.state == "covered" and cl.completed_at is not None
+    (told,) = [r for r in await site.rows(audit, audit.c.action == "door.mark") if r.actor == "voice"]
+    assert told.detail["previous"] == "not_home" and told.detail["completed"] is True
+    status, _, html = await site.page(path)
+    assert "已落实 3/3" in html and "本网格已全部入户通知" in html
+
+
 async def test_refused_and_needs_help_alarm_the_township_duty_officer(site):
     await site.submit()
     _, path = await site.door_list()

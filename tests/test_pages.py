@@ -157,6 +157,8 @@ async def test_door_to_door_list_completed_through_its_page_covers_the_grid(site
     assert entry["by_mark"] == {"notified": 1, "moved": 2, "not_home": 0, "refused": 0, "needs_help": 0}
     assert [h["household_id"] for h in entry["households"]] == ["h2", "h1", "h3"]
     assert entry["households"][0]["vulnerable"] is True
+    assert (entry["reached"], entry["moved_people"]) == (3, 6)
+    assert [h["people"] for h in entry["households"]] == [2, 4, None]
     async with site.client.get(f"/api/v1/warnings/{wid}/call-lists") as resp:
         assert resp.status == 401
     async with site.client.get("/api/v1/warnings/999/call-lists",

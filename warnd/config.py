@@ -70,6 +70,9 @@ class DoorConfig(Strict):
     not_home_channels: list[str] = ["voice", "sms"]  # 不在家: the household's phone is called and texted
     alarm_to: list[str] = ["superior"]  # 拒绝转移 / 需要帮助: who is told (superior = township duty)
     alarm_channels: list[str] = ["sms"]
+    # a not-at-home household's follow-up answered on these channels marks it 已通知 (told):
+    # somebody there heard the warning (an SMS delivered proves nobody read it)
+    told_by_answered: list[str] = ["voice"]
 
 
 def _default_ladders() -> dict[str, list[RungConfig]]:

@@ -25,6 +25,7 @@ from warnd.engine.metrics import Metrics
 from warnd.engine.receipts import Receipts
 from warnd.engine.sweeps import Sweeps
 from warnd.store import audit, settings
+from warnd.store.call_lists import CallListStore
 from warnd.store.confirmations import ConfirmationStore
 from warnd.store.database import Database
 from warnd.store.deliveries import Claimed, DeliveryStore, Unsettled
@@ -120,7 +121,8 @@ class Node:
         sweeps = self.config.sweeps
         for job, seconds in ((self.heartbeat, self.config.dispatcher.heartbeat_seconds),
                              (self.recover, sweeps.recover_seconds), (self.expire, sweeps.expire_seconds),
-                             (self.escalate, sweeps.escalate_seconds), (self.refresh_metrics, 5.0),
+                             (self.escalate, sweeps.escalate_seconds), (self.told_by_follow_ups, sweeps.escalate_seconds),
+                             (self.refresh_metrics, 5.0),
                              (self.reconcile, sweeps.reconcile_seconds), (self.remind_approvals, 30.0),
                              (self.users.purge_sessions, 3600.0), (self.retry_catch_up, sweeps.recover_seconds),
                              *(((self.watch_speakers, sweeps.speaker_seconds),) if "speaker" in self.channels else ())):
@@ -223,6 +225,15 @@ class Node:
                                                                             **effects.alarm})
             if any(e.sends for _, e in fired):
                 self.dispatcher.wake()
+
+    async def told_by_follow_ups(self) -> int:
+        """Not-at-home households whose follow-up call was answered are 已通知 (told); a list
+        whose every household is now told or moved covers its grid, as a visitor's mark does."""
+        channels = [c for c in self.config.door.told_by_answered if c in self.channels]
+        told = await CallListStore(self.db).told_by_follow_up(channels, self.clock.now())
+        if told:
+            log.info("households told by an answered follow-up", extra={"households": told})
+        return told
 
     async def remind_approvals(self) -> None:
         """An approval waiting longer than `approval.remind_minutes` raises an operator alarm, once."""

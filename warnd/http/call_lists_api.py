@@ -19,11 +19,14 @@ def _iso(at) -> str | None:  # noqa: ANN001 - datetime | None
 
 def call_list_json(cl: CallList, contacts: bool = True) -> dict:
     """A door-to-door list; addresses and vulnerability only for roles that may see contacts."""
+    tally = cl.tally
     return {"id": cl.id, "grid": cl.grid, "assignee_id": cl.assignee_id, "created_at": _iso(cl.created_at),
-            "completed_at": _iso(cl.completed_at), "total": cl.total, "marked": cl.marked, "by_mark": cl.by_mark,
+            "completed_at": _iso(cl.completed_at), "total": cl.total, "marked": cl.marked,
+            "reached": tally.reached, "moved_people": tally.moved_people, "by_mark": cl.by_mark,
             "households": [{"household_id": i.household_id, "address": i.address if contacts else None,
                             "vulnerable": i.vulnerable if contacts else None,
-                            "mark": i.mark, "marked_at": _iso(i.marked_at)} for i in cl.items]}
+                            "mark": i.mark, "marked_at": _iso(i.marked_at), "people": i.people,
+                            "note": (i.note or None) if contacts else None} for i in cl.items]}
 
 
 async def list_for_warning(request: web.Request) -> web.Response:

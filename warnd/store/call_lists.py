@@ -20,11 +20,13 @@ from __future__ import annotations
 import enum
 from collections import Counter
 from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from warnd.domain.delivery import State
 from warnd.domain.directory import Household
 from warnd.domain.escalation import Effects, Grid
 from warnd.domain.households import (ALARMING, COVERING, OUTCOMES, Mark, Outcome, Policy, Tally, after_mark,
@@ -33,7 +35,8 @@ from warnd.store import audit
 from warnd.store import households as effects_of
 from warnd.store.database import Database
 from warnd.store.escalation import stop_grids
-from warnd.store.schema import call_list_items, call_lists, confirmations, people, regions, warnings
+from warnd.store.schema import (call_list_items, call_lists, confirmations, deliveries, people, regions,
+                                warnings)
 
 MARKS = OUTCOMES  # notified (told), moved, not_home, refused, needs_help
 
@@ -195,6 +198,41 @@ class CallListStore:
                                 "follow_up": sum(1 for x in effects.sends if x.purpose == "household"),
                                 "alarm_id": alarm_id, "completed": completed})
             return MarkResult(Marked.COMPLETED if completed else Marked.MARKED, effects, alarm_id)
+
+    async def told_by_follow_up(self, channels: Sequence[str], now: datetime) -> int:
+        """Mark 已通知 (told) each not-at-home household whose follow-up on `channels` was
+        answered after the mark (the call was picked up: somebody there heard the warning);
+        audited as `door.mark` by the channel, and completing the list as a visitor's mark
+        would. Only while the warning is in force. Returns how many households were told."""
+        if not channels:
+            return 0
+        cl, i, d, w = call_lists.c, call_list_items.c, deliveries.c, warnings.c
+        # read by ix_call_list_items_mark, then ix_deliveries_grid (warning, grid, state)
+        answered = (sa.select(d.channel).where(
+            d.warning_id == cl.warning_id, d.grid == cl.grid, d.state == State.DELIVERED.value,
+            d.purpose == "household", d.recipient_kind == "household", d.recipient_id == i.household_id,
+            d.channel.in_(list(channels)), d.updated_at >= i.marked_at).limit(1).scalar_subquery())
+        async with self.db.write() as conn:
+            found = (await conn.execute(
+                sa.select(i.id, i.list_id, i.household_id, cl.confirmation_id, cl.completed_at,
+                          answered.label("channel"))
+                .join(call_lists, cl.id == i.list_id).join(warnings, w.id == cl.warning_id)
+                .where(i.mark == Outcome.NOT_HOME.value, w.state == "active",
+                       sa.or_(w.expires.is_(None), w.expires > now))
+                .order_by(i.list_id, i.id).with_for_update(of=call_list_items))).all()
+            rows = [r for r in found if r.channel is not None]
+            for row in rows:
+                await conn.execute(sa.update(call_list_items).where(i.id == row.id, i.mark == Outcome.NOT_HOME.value)
+                                   .values(mark=Outcome.TOLD.value, marked_at=now, version=i.version + 1))
+            for list_id in sorted({r.list_id for r in rows}):
+                head = next(r for r in rows if r.list_id == list_id)
+                completed = head.completed_at is None and await _complete(conn, list_id, head.confirmation_id, now)
+                for row in (r for r in rows if r.list_id == list_id):
+                    await audit.append(conn, self.db, now, row.channel, "door.mark", f"call_list:{list_id}",
+                                       {"list_id": list_id, "item_id": row.id, "household_id": row.household_id,
+                                        "mark": Outcome.TOLD.value, "previous": Outcome.NOT_HOME.value,
+                                        "by": "answered follow-up", "completed": completed})
+            return len(rows)
 
 
 async def _complete(conn: AsyncConnection, list_id: int, confirmation_id: int, now: datetime) -> bool:

@@ -374,6 +374,8 @@ call_list_items = Table(
     Column("version", Integer, nullable=False, default=1),
     Column("people", Integer),  # moved: the household's head count
     Column("note", String(200)),  # needs help / refused: what the visitor wrote
+    # not-at-home households whose follow-up call was answered (a sweep, every few seconds)
+    Index("ix_call_list_items_mark", "mark"),
 )
 
 # A walker's SMS report of a list ("已转移12人"): per grid, summed (a running total replaces).
