@@ -447,3 +447,18 @@ async def test_a_first_outage_longer_than_a_minute_and_a_failed_lookup_lose_no_r
     warning_id, state, at = (await _confirmations(again))[f"p0/{first}"]
     assert again.caught_up and state == "confirmed"
     assert abs((at - datetime.fromtimestamp(reply.sent_at, timezone.utc)).total_seconds()) <= 1.0
+
+
+async def test_a_provider_that_stays_unreachable_is_asked_for_replies_less_and_less_often(twilio_node, caplog):
+    node, sim = await twilio_node(2, ["sms"])
+    sim.scenario.update({"faults": {"rate_5xx": 1.0}})
+    again, _ = await twilio_node(2, ["sms"], sim=sim)
+    assert not again.caught_up
+    caplog.clear()
+    await again.retry_catch_up()  # the first sweep after the start asks again …
+    failed = [r for r in caplog.records if r.getMessage() == "twilio list lookup failed"]
+    assert len(failed) == 1
+    await again.retry_catch_up()  # … the next one, moments later, does not (backed off)
+    await again.retry_catch_up()
+    assert [r for r in caplog.records if r.getMessage() == "twilio list lookup failed"] == failed
+    assert not again.caught_up

@@ -49,6 +49,7 @@ CALLBACK_VALIDITY = timedelta(days=7)
 ATTEMPT_KINDS = frozenset({"sms-status", "voice-status"})  # callbacks that name the attempt they are about
 LINK_PATHS = {"confirm": "c", "call-list": "d"}
 CATCH_UP_MARGIN = timedelta(minutes=1)  # replies fetched from before the newest one recorded
+CATCH_UP_MAX_WAIT = 300.0  # seconds: a failed catch-up is asked again at most this far apart
 RECONCILE_BATCH = 500  # sends looked up per sweep
 RECONCILE_PARALLEL = 8  # lookups at once (they share the channel's connections with the sends)
 
@@ -101,6 +102,8 @@ class Node:
         self.sweeps = Sweeps()
         self.started = False
         self.caught_up = False  # replies received while down fetched (see catch_up_replies)
+        self._catch_up_wait = 0.0  # seconds until the next try after a failed one (retry_catch_up)
+        self._catch_up_next = datetime.min.replace(tzinfo=timezone.utc)
 
     async def start(self, *, dispatch: bool = True) -> None:
         """Recover what a previous life of this node left in flight, then start working."""
@@ -164,8 +167,16 @@ class Node:
         return applied
 
     async def retry_catch_up(self) -> None:
+        """Ask again after a failed catch-up, backing off (recover interval, doubling, at most
+        CATCH_UP_MAX_WAIT): a provider that stays unreachable is not asked, nor logged, every
+        few seconds."""
+        if self.caught_up or self.clock.now() < self._catch_up_next:
+            return
+        await self.catch_up_replies()
         if not self.caught_up:
-            await self.catch_up_replies()
+            self._catch_up_wait = min(max(self._catch_up_wait * 2, self.config.sweeps.recover_seconds),
+                                      CATCH_UP_MAX_WAIT)
+            self._catch_up_next = self.clock.now() + timedelta(seconds=self._catch_up_wait)
 
     async def record_start(self) -> None:
         """The audit log keeps the configuration each life of a node ran with (secrets redacted):
