@@ -21,7 +21,8 @@ from warnd.config import load_config
 from warnd.domain.authority import admin_scope
 from warnd.domain.delivery import Decision, State
 from warnd.domain.directory import Person, Region, Speaker
-from warnd.engine.node import Node, provider_time
+from warnd.clock import provider_time
+from warnd.engine.node import Node
 from warnd.http.app import build_app
 from warnd.ingest.directory import DirectoryData
 from warnd.sim.twilio import TwilioSimulator

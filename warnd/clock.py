@@ -10,6 +10,17 @@ class Clock(Protocol):
     def now(self) -> datetime: ...
 
 
+def provider_time(clock: Clock, moment: datetime) -> datetime:
+    """A moment of warnd's clock as a provider's real clock stamps it: the same, but for a
+    simulation's ScaledClock (its seconds run `speed` times faster than the provider's)."""
+    return clock.to_real(moment) if isinstance(clock, ScaledClock) else moment
+
+
+def clock_time(clock: Clock, moment: datetime) -> datetime:
+    """A provider's real moment as warnd's clock reads it (provider_time's inverse)."""
+    return clock.from_real(moment) if isinstance(clock, ScaledClock) else moment
+
+
 class SystemClock:
     def now(self) -> datetime:
         return datetime.now(timezone.utc)
@@ -31,6 +42,15 @@ class ScaledClock:
 
     def now(self) -> datetime:
         return self.sim_start + timedelta(seconds=(time.time() - self.real_start) * self.speed)
+
+    def to_real(self, moment: datetime) -> datetime:
+        """A simulated moment as a real clock (a provider's) stamps it."""
+        return datetime.fromtimestamp(self.real_start + (moment - self.sim_start).total_seconds() / self.speed,
+                                      timezone.utc)
+
+    def from_real(self, moment: datetime) -> datetime:
+        """A real clock's moment (a provider's stamp) in simulated time (to_real's inverse)."""
+        return self.sim_start + timedelta(seconds=(moment.timestamp() - self.real_start) * self.speed)
 
     def spec(self) -> str:
         """The form `parse` reads: SPEED@REAL_START@SIM_START (for a child process)."""

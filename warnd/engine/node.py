@@ -14,7 +14,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 
-from warnd.clock import Clock, SystemClock
+from warnd.clock import Clock, SystemClock, clock_time, provider_time
 from warnd.config import Config
 from warnd.domain.signing import sign
 from warnd.engine.alerts import AlertCache
@@ -52,23 +52,6 @@ CATCH_UP_MARGIN = timedelta(minutes=1)  # replies fetched from before the newest
 CATCH_UP_MAX_WAIT = 300.0  # seconds: a failed catch-up is asked again at most this far apart
 RECONCILE_BATCH = 500  # sends looked up per sweep
 RECONCILE_PARALLEL = 8  # lookups at once (they share the channel's connections with the sends)
-
-
-def provider_time(clock: Clock, moment: datetime) -> datetime:
-    """A moment of warnd's clock as the provider's real clock stamps it: the same, but for a
-    simulation's ScaledClock (its seconds run `speed` times faster than Twilio's)."""
-    speed, real_start, sim_start = (getattr(clock, name, None) for name in ("speed", "real_start", "sim_start"))
-    if speed is None or real_start is None or sim_start is None:
-        return moment
-    return datetime.fromtimestamp(real_start + (moment - sim_start).total_seconds() / speed, timezone.utc)
-
-
-def clock_time(clock: Clock, moment: datetime) -> datetime:
-    """The provider's real time of a moment as warnd's clock reads it (provider_time's inverse)."""
-    speed, real_start, sim_start = (getattr(clock, name, None) for name in ("speed", "real_start", "sim_start"))
-    if speed is None or real_start is None or sim_start is None:
-        return moment
-    return sim_start + timedelta(seconds=(moment.timestamp() - real_start) * speed)
 
 
 class Node:
