@@ -161,6 +161,19 @@ def test_a_bad_scenario_names_the_path_and_exits_2_without_a_traceback(tmp_path)
     assert code == 2 and "not valid YAML" in stderr and "Traceback" not in stderr
 
 
+def test_visitors_mark_any_household_outcome_and_a_wrong_one_is_named(tmp_path):
+    from warnd.simulate.scenario import ScenarioError, load
+    path = tmp_path / "s.yaml"
+    path.write_text(json.dumps(scenario(door_to_door={"start_after": 30, "visit_after": 20, "mark": "moved",
+                                                      "people": 3})), encoding="utf-8")
+    door = load(path).door_to_door
+    assert (door.mark, door.people) == ("moved", 3)
+    path.write_text(json.dumps(scenario(door_to_door={"mark": "gone"})), encoding="utf-8")
+    with pytest.raises(ScenarioError) as raised:
+        load(path)
+    assert "door_to_door" in str(raised.value.problems)
+
+
 def test_a_red_warning_waits_for_its_second_approver_and_is_sent_only_then(tmp_path):
     # warnd's defaults: red needs two approvals. Nothing may leave before the second one.
     data = scenario()

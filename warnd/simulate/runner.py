@@ -188,7 +188,7 @@ class Simulation:
         if sc.door_to_door is not None:
             d = sc.door_to_door
             self.visitors = Visitors(self.session, self.sleep_sim, self.now, self.child.ready,
-                                     d.visit_after, d.start_after, d.mark)
+                                     d.visit_after, d.start_after, d.mark, d.people)
             self._stops.append(self.visitors.stop)
         tasks = self.tasks
         tasks.append(asyncio.create_task(self._timeline(), name="timeline"))

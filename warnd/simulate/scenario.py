@@ -112,7 +112,8 @@ class Crash:
 class DoorToDoor:
     visit_after: float = 60.0  # per household
     start_after: float = 120.0  # from the list's SMS to the first door
-    mark: str = "notified"
+    mark: str = "notified"  # an outcome of warnd.domain.households: notified, moved, not_home, refused, needs_help
+    people: int = 1  # moved: each household's head count
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,7 @@ class _Resolver:
         if "crash" in d:
             crash = Crash(seconds(d["crash"]["at"]), float(d["crash"].get("restart_after", 5.0)))
         door = d.get("door_to_door", {})
-        door_to_door = None if door is False else DoorToDoor(**{k: (seconds(v) if k != "mark" else v)
+        door_to_door = None if door is False else DoorToDoor(**{k: (v if k in ("mark", "people") else seconds(v))
                                                                 for k, v in door.items()})
         end = d.get("end") or {}
         last = max((s.at for s in timeline), default=0.0)

@@ -43,6 +43,7 @@ class Visitors:
     visit_after: float
     start_after: float
     mark: str
+    people: int = 1  # mark moved: each household's head count
     walks: dict[int, Walk] = field(default_factory=dict)
     _seen: int = 0
     _waiting: list = field(default_factory=list)  # messages with a link, not final yet
@@ -76,6 +77,9 @@ class Visitors:
     def walking(self) -> int:
         return sum(1 for w in self.walks.values() if w.outcome == "walking")
 
+    def _form(self) -> dict[str, str]:
+        return {"mark": self.mark, **({"people": str(self.people)} if self.mark == "moved" else {})}
+
     async def _walk(self, walk: Walk) -> None:
         await self.sleep(self.start_after)
         walk.started_at = self.now()
@@ -90,7 +94,7 @@ class Visitors:
                 if done:
                     continue
                 await self.sleep(self.visit_after)
-                status, _ = await self._request("POST", f"{walk.link}/items/{item_id}", {"mark": self.mark})
+                status, _ = await self._request("POST", f"{walk.link}/items/{item_id}", self._form())
                 if status == 409:
                     walk.outcome = "inactive"
                     return
