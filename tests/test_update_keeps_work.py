@@ -298,6 +298,21 @@ async def test_queued_escalation_sends_move_to_the_update_and_the_list_keeps_its
         {"kept": 2, "lists_moved": 2, "sends_requeued": len(escalation_sends)}
 
 
+async def test_a_rung_send_in_flight_at_the_update_that_comes_back_as_a_retry_is_sent_under_the_update(chain):
+    w1 = await chain.issue()
+    await chain.at(11)  # the door list's SMS to the walker is queued …
+    in_flight = [d for d in await chain.node.deliveries.claim("sms", 100, 60) if d.purpose == "door_to_door"]
+    assert [d.recipient_id for d in in_flight if d.warning_id == w1] != []
+    w2 = await chain.issue()  # … and being sent as the Update is accepted
+    for d in in_flight:  # the provider answered 429: try again
+        await chain.node.receipts.apply("sms", d.id, "retry", "twilio.429", "SMx", attempt=1)
+    await chain.node.deliveries.retire_stale()
+    after = await chain.rows(deliveries, deliveries.c.id.in_([d.id for d in in_flight]))
+    assert {(d.warning_id, d.state) for d in after} == {(w2, "pending")}
+    assert {r.action: r.state for r in await chain.rows(rungs, rungs.c.warning_id == w2, rungs.c.grid == G1)
+            }["door_to_door"] == "fired"  # the rung is not fired again: its send goes on
+
+
 async def test_a_raise_of_a_late_grid_goes_on_at_the_new_pace_and_needs_a_new_confirmation(chain):
     w1 = await chain.issue("Severe")  # orange: deadline 15, notify 15, door 25, alarm 30
     await chain.at(20)

@@ -27,6 +27,7 @@ from warnd.domain.delivery import Decision, State
 from warnd.store.database import Database, Prepared, Tx
 from warnd.store.escalation import skip_warnings
 from warnd.store.schema import attempts, confirmations, deliveries, subscribers, warnings
+from warnd.store.updates import follow_updates
 
 MAX_PRIORITIES = 64  # distinct priorities one claim looks through (levels are 1-4)
 
@@ -552,12 +553,14 @@ class DeliveryStore:
         """Pending rows of warnings no longer in force take their warning's end.
 
         They arise when a send of an earlier version was in flight as its update or
-        cancel was accepted, and then came back as a retry (or was recovered).
+        cancel was accepted, and then came back as a retry (or was recovered). A rung's
+        send whose grid is still open under the Update follows it there instead.
         """
         now = self.clock.now()
         d, w = deliveries.c, warnings.c
         n = 0
         async with self.db.write() as conn:
+            await follow_updates(conn, now)
             for end in (State.SUPERSEDED, State.CANCELLED, State.EXPIRED):
                 ended = sa.select(w.id).where(w.state == end.value)
                 n += (await conn.execute(sa.update(deliveries)

@@ -123,3 +123,25 @@ async def _rungs(conn: AsyncConnection, confirmation_ids: list[int]) -> dict[int
 def _prior_rung(row) -> PriorRung:  # noqa: ANN001 - a Row of rungs
     fired = Fired(row.fired_at, row.fired_by, row.outcome) if row.state == "fired" else None
     return PriorRung(row.id, row.ladder, row.step, row.action, row.params, row.due_at, row.state, fired)
+
+
+async def follow_updates(conn: AsyncConnection, now: datetime) -> int:
+    """Escalation sends of a superseded version that are pending again (in flight as the
+    Update was accepted, back as a retry, or recovered) follow their grid to the version in
+    force, where its requirement is still open: the rung that queued them stays fired and
+    will not queue them again. Returns how many moved; the rest take their warning's end."""
+    d, c = deliveries.c, confirmations.c
+    old, new = warnings.alias("old"), warnings.alias("new")
+    same_chain = sa.func.coalesce(new.c.root_id, new.c.id) == sa.func.coalesce(old.c.root_id, old.c.id)
+    still_open = sa.exists().where(c.warning_id == new.c.id, c.grid == d.grid, c.state == "open")
+    found = (await conn.execute(
+        sa.select(d.id, new.c.id.label("to"), new.c.level, new.c.expires)
+        .select_from(deliveries.join(old, old.c.id == d.warning_id)
+                     .join(new, sa.and_(same_chain, new.c.state == "active")))
+        .where(d.state == State.PENDING.value, old.c.state == State.SUPERSEDED.value,
+               d.purpose.in_(ESCALATION_PURPOSES), still_open))).all()
+    for row in found:
+        await conn.execute(sa.update(deliveries).where(d.id == row.id, d.state == State.PENDING.value)
+                           .values(warning_id=row.to, priority=row.level, expires=row.expires, updated_at=now,
+                                   version=d.version + 1))
+    return len(found)
