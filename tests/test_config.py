@@ -39,3 +39,12 @@ def test_an_unknown_display_timezone_is_refused_by_name():
 def test_the_compose_example_configuration_is_valid():
     config = load_config(EXAMPLE.parents[1] / "deploy" / "warnd.yaml")
     assert config.speaker.enabled and config.sms.enabled and config.mqtt.url == "mqtt://mosquitto:1883"
+
+
+def test_a_partial_channel_override_keeps_that_channels_other_defaults():
+    config = load_config(None, voice={"per_number": {"minute": 10}, "retry": {"max_attempts": 6}},
+                         sms={"per_number": {"day": None}})
+    # a called number still gets at most 10 calls an hour and 30 a day; redials stay a minute apart
+    assert (config.voice.per_number.minute, config.voice.per_number.hour, config.voice.per_number.day) == (10, 10, 30)
+    assert (config.voice.retry.max_attempts, config.voice.retry.base_seconds) == (6, 60)
+    assert (config.sms.per_number.minute, config.sms.per_number.day) == (5, None)  # null lifts a cap

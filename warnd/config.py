@@ -12,9 +12,10 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from warnd.domain.errors import Problem, WarndError
 from warnd.domain.model import Level, Status
@@ -118,6 +119,16 @@ class ChannelConfig(Strict):
     # 0: a refusal always counts. Next to `retry`, not in it, so overriding one keeps the other.
     refused_free_minutes: float = Field(0.0, ge=0)
     per_number: PerNumber = PerNumber()
+
+    @field_validator("retry", "per_number", mode="before")
+    @classmethod
+    def _over_channel_defaults(cls, value: Any, info: ValidationInfo) -> Any:
+        """A partial override keeps this channel's other defaults: `voice: {per_number:
+        {minute: 10}}` keeps voice's hour and day caps (write null to lift one)."""
+        default = cls.model_fields[info.field_name].default
+        if isinstance(value, dict) and isinstance(default, BaseModel):
+            return {**default.model_dump(), **value}
+        return value
 
 
 class WebhookConfig(ChannelConfig):
