@@ -313,6 +313,57 @@ class ConfirmationConfig(Strict):
     backups_confirm_first_wave: bool = False
 
 
+class EventTemplate(Strict):
+    """One prefilled warning a department's editor starts from (hazard × level)."""
+    hazard: str = Field(min_length=1)  # e.g. 暴雨 (rainstorm)
+    level: str
+    event: str = Field(min_length=1)  # CAP <event>
+    category: str = "Met"
+    urgency: str = "Immediate"
+    severity: str = "Extreme"
+    certainty: str = "Likely"
+    headline: str = ""
+    description: str = ""
+    instruction: str = ""
+    expires_hours: float = Field(6.0, gt=0)
+
+    @field_validator("level")
+    @classmethod
+    def _level_known(cls, v: str) -> str:
+        return Level.parse(v).label
+
+
+class DrillTargets(Strict):
+    """What a drill is evaluated against (the drill report's 评估)."""
+    reach_minutes: float = Field(10.0, gt=0)  # every responsible person reached (sent to) within this
+    complete_minutes: float = Field(60.0, gt=0)  # every grid confirmed or covered within this
+
+
+def _default_event_templates() -> dict[str, list[EventTemplate]]:
+    path = Path(__file__).parent / "console" / "event_templates.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return {dept: [EventTemplate.model_validate(t) for t in items] for dept, items in data.items()}
+
+
+class ConsoleConfig(Strict):
+    """The operator console at /console/ (warnd/console)."""
+    enabled: bool = True
+    tile_url: str | None = None  # e.g. https://tiles.example.cn/{z}/{x}/{y}.png; None: region outlines only
+    tile_attribution: str = ""
+    # Event templates per department name ("*": offered to every department).
+    templates: dict[str, list[EventTemplate]] = Field(default_factory=_default_event_templates)
+    live_poll_seconds: float = Field(1.0, gt=0)  # how often a live view's snapshot is re-read
+    max_streams: int = Field(200, ge=1)  # live views open at once (server-sent event streams)
+    drill_targets: DrillTargets = DrillTargets()
+
+    @field_validator("tile_url")
+    @classmethod
+    def _tiles_http(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("https://", "http://")):
+            raise ValueError("console.tile_url must be an http(s) URL template with {z}/{x}/{y}")
+        return v
+
+
 class Config(Strict):
     database_url: str = "sqlite:///warnd.db"
     host: str = "127.0.0.1"
@@ -341,6 +392,7 @@ class Config(Strict):
     accounts: AccountsConfig = AccountsConfig()
     approval: ApprovalConfig = ApprovalConfig()
     sweeps: SweepConfig = SweepConfig()
+    console: ConsoleConfig = ConsoleConfig()
     log_level: str = "INFO"
     # Times people read (door-to-door pages): an IANA zone; China has one, without DST.
     display_timezone: str = "Asia/Shanghai"

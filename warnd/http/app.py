@@ -8,6 +8,8 @@ from warnd.http import coverage_api, directory_api, ops_api, tokens_api, twilio_
 from warnd.http import call_lists_api, pages, session_api
 from warnd.http import audit_api
 from warnd.http import inbound_api, rollups_api
+from warnd.http import console_api, live_api, reports_api
+from warnd.console import pages as console_pages
 from warnd.http.keys import METRICS, NODE
 from warnd.http.problems import identity_bodies_only, problems_middleware
 
@@ -28,4 +30,7 @@ def build_app(node: Node) -> web.Application:
     app.add_routes(audit_api.routes())
     app.add_routes(rollups_api.routes())
     app.add_routes(inbound_api.routes())
+    app.add_routes(console_api.routes() + live_api.routes() + reports_api.routes())
+    if node.config.console.enabled:
+        app.add_routes(console_pages.routes())
     return app
