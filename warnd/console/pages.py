@@ -64,9 +64,9 @@ PAGES = (
 
 def _csp(tile_url: str | None) -> str:
     images = "'self' data: blob:"
-    if tile_url:
-        parts = urlsplit(tile_url.replace("{s}", "a"))
-        images += f" {parts.scheme}://{parts.netloc.split('{')[0]}" if "{" not in parts.netloc else f" {parts.scheme}:"
+    if tile_url:  # only the tile server's host may serve images ({s}.tiles… → *.tiles…)
+        parts = urlsplit(tile_url)
+        images += f" {parts.scheme}://{parts.netloc.replace('{s}', '*')}"
     return (f"default-src 'none'; script-src 'self'; style-src 'self'; img-src {images}; connect-src 'self'; "
             "font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
