@@ -185,3 +185,15 @@ def authorize_references(scope: Scope, alert: Alert, referenced: list[Referenced
                             f"warning {r.id} reaches region {code}, outside {scope.department}'s jurisdiction",
                             f"预警 {r.id} 涉及区域 {code}，不在 {scope.department} 辖区内")
     return True
+
+
+def approval_rule(approver: Scope, submitted_by: str | None, approved_by: set[str]) -> WarndError | None:
+    """签发 by people other than the author, each counted once (WarningStore.approve's rule)."""
+    if approver.user is None:
+        return error("auth.forbidden", "approver", "approvals are given by people (log in or use a "
+                     "personal token)", "签发须由本人进行（登录或使用个人令牌）")
+    if submitted_by == approver.who:
+        return WarndError("approval.own_warning")
+    if approver.user in approved_by:
+        return WarndError("approval.already_approved")
+    return None

@@ -1,5 +1,10 @@
 """Intake: validate, authorise, resolve areas, plan and store a warning; approve or reject a held one.
 
+`check` is the part of a submission before anything is stored (parse, validate,
+authorise, resolve the area, count the approvals needed); `submit` and `preview`
+(the console's dry run, which stores nothing) both start with it, so they cannot
+drift apart.
+
 Directory reads happen before the write transaction (they are the slow part
 and need no lock); the plan itself is made inside it, because it must see the
 earlier versions' deliveries exactly as they are when this version retires them.
@@ -12,13 +17,13 @@ from dataclasses import dataclass
 from warnd.clock import Clock
 from warnd.config import Config
 from warnd.domain import geo
-from warnd.domain.authority import (Right, Scope, authorize_issuer, authorize_references, authorize_regions,
-                                    covers, require)
+from warnd.domain.authority import (Right, Scope, approval_rule, authorize_issuer, authorize_references,
+                                    authorize_regions, covers, require)
 from warnd.domain.directory import with_ancestors
 from warnd.domain.errors import WarndError, error
 from warnd.domain.levels import level_of
 from warnd.domain.model import Alert, Level, MsgType, ParsedAlert
-from warnd.domain.planning import PlanInput, Prior, plan
+from warnd.domain.planning import Plan, PlanInput, Prior, plan
 from warnd.engine.alerts import AlertCache
 from warnd.engine.metrics import Metrics
 from warnd.ingest.validate import parse_warning
@@ -30,6 +35,24 @@ from warnd.store.warnings import Decided, Submitted, WarningStore
 class Targets:
     codes: tuple[str, ...]  # what the areas name (geocodes and regions touched by shapes)
     regions: dict  # code -> Region: the targets and everything below them
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A submission that passed every check before storage: what submit would store."""
+
+    parsed: ParsedAlert
+    level: Level
+    targets: Targets
+    needed: int  # approvals before it is planned and sent (0: publishes at once)
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A dry run: the checked submission and the plan publication would make now. Nothing stored."""
+
+    checked: Checked
+    plan: Plan
 
 
 class Intake:
@@ -44,13 +67,35 @@ class Intake:
         self.enabled_channels = enabled_channels
         self.on_commit = on_commit  # wakes the dispatcher
 
-    async def submit(self, body: bytes, content_type: str, scope: Scope) -> tuple[Submitted, ParsedAlert]:
+    async def check(self, body: bytes, content_type: str, scope: Scope, *, record: bool = True) -> Checked:
+        """Parse, validate, authorise and resolve, as a submission is; store nothing.
+
+        With `record` a refusal for authority is audited (a submission's is); a dry run
+        (`record=False`) leaves no trace in the database."""
         parsed = parse_warning(body, content_type, self.config)
         alert = parsed.alert
         level = level_of(alert, self.config)
-        targets = await self.authorize(scope, alert, level)
-        needed = 0 if alert.msg_type in (MsgType.ACK, MsgType.ERROR) else \
-            self.config.approval.needed(scope.department, level, alert.msg_type is MsgType.CANCEL)
+        targets = await self.authorize(scope, alert, level, record=record)
+        return Checked(parsed, level, targets, self.approvals_needed(scope.department, alert.msg_type, level))
+
+    def approvals_needed(self, department: str, msg_type: MsgType, level: Level) -> int:
+        """Approvals a message of this department, type and level waits for (0: published at once)."""
+        if msg_type in (MsgType.ACK, MsgType.ERROR):
+            return 0
+        return self.config.approval.needed(department, level, msg_type is MsgType.CANCEL)
+
+    async def preview(self, body: bytes, content_type: str, scope: Scope) -> Preview:
+        """What submitting this would do if it were published now: the same checks, the same
+        plan from the same directory reads; nothing is written (not even a refusal)."""
+        checked = await self.check(body, content_type, scope, record=False)
+        alert = checked.parsed.alert
+        planner = await self._planner(alert, checked.level, checked.targets)
+        return Preview(checked, planner(await self.warnings.prior_of(alert)))
+
+    async def submit(self, body: bytes, content_type: str, scope: Scope) -> tuple[Submitted, ParsedAlert]:
+        checked = await self.check(body, content_type, scope)
+        parsed, level, targets, needed = checked.parsed, checked.level, checked.targets, checked.needed
+        alert = parsed.alert
         info = alert.info_for("zh-CN")
         submitted = await self.warnings.submit(parsed, int(level), info.event if info else "",
                                                (info.headline if info else None), scope,
@@ -76,8 +121,8 @@ class Intake:
         await self._stored(warning_id, approver)
         return await self.warnings.reject(warning_id, approver, reason)
 
-    async def authorize(self, scope: Scope, alert: Alert, level: Level) -> Targets:
-        """The whole message and everything it references; a refusal is audited.
+    async def authorize(self, scope: Scope, alert: Alert, level: Level, *, record: bool = True) -> Targets:
+        """The whole message and everything it references; a refusal is audited (unless not `record`).
 
         Who may issue what is checked first: a message from the wrong sender, of the
         wrong event or level, costs no geometry at all.
@@ -93,11 +138,11 @@ class Intake:
             if referenced:
                 parents = {**parents, **await self.directory.parents_of(
                     sorted({c for r in referenced for c in r.regions}))}
-            if authorize_references(scope, alert, referenced, parents):
+            if authorize_references(scope, alert, referenced, parents) and record:
                 self.metrics.supersedes.inc()
             return targets
         except WarndError as err:
-            if err.status == 403:
+            if err.status == 403 and record:
                 await self.warnings.refused(alert, scope, err)
             raise
 
@@ -126,11 +171,31 @@ class Intake:
         if cap_xml is None:
             raise WarndError("warning.not_found")
         parsed = parse_warning(cap_xml.encode(), "application/cap+xml", self.config)
-        targets = await self.resolve(parsed.alert)
+        await self._within_jurisdiction(approver, parsed.alert)
+        return parsed
+
+    async def _within_jurisdiction(self, approver: Scope, alert: Alert) -> None:
+        if "*" in approver.regions:
+            return
+        targets = await self.resolve(alert)
         if not covers_all(approver, list(targets.codes), await self.directory.parents_of(targets.codes)):
             raise error("auth.region_out_of_scope", "regions", "this warning reaches outside your jurisdiction",
                         "该预警超出您的辖区")
-        return parsed
+
+    async def approval_refusal(self, approver: Scope, cap_xml: str, submitted_by: str | None,
+                               approved_by: set[str]) -> WarndError | None:
+        """Why `approve` would refuse this approver for a held warning, or None if it would take it.
+
+        The same checks in the same order: the right to approve and the jurisdiction
+        (`_stored`), then the store's rule (`approval_rule`)."""
+        try:
+            require(approver, Right.APPROVE)
+            if "*" not in approver.regions:
+                await self._within_jurisdiction(approver, parse_warning(
+                    cap_xml.encode(), "application/cap+xml", self.config).alert)
+        except WarndError as err:
+            return err
+        return approval_rule(approver, submitted_by, approved_by)
 
     async def _planner(self, alert: Alert, level: Level, targets: Targets):  # noqa: ANN202
         """Read the directory (outside any write lock) and return the plan function the store calls."""

@@ -24,3 +24,11 @@ async def json_object(request: web.Request) -> dict:
     if not isinstance(body, dict):
         raise error("request.invalid", "body", "body must be a JSON object", "请求体须为 JSON 对象")
     return body
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The raw body, refused (413 cap.too_large) when its declared length passes `limit`."""
+    if request.content_length is not None and request.content_length > limit:
+        raise error("cap.too_large", "body", f"body is {request.content_length} bytes; the limit is {limit}",
+                    f"请求体 {request.content_length} 字节，超过上限 {limit} 字节")
+    return await request.read()

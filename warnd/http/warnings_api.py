@@ -12,18 +12,14 @@ from warnd.domain.model import Level
 from warnd.http.auth import scope_of
 from warnd.http.keys import NODE
 from warnd.http.params import whole_number
-from warnd.http.responses import json_object, json_ok
+from warnd.http.responses import json_object, json_ok, read_body
 from warnd_channels.base import Message, Recipient
 
 
 async def submit(request: web.Request) -> web.Response:
     node = request.app[NODE]
     scope = await scope_of(request)
-    if request.content_length is not None and request.content_length > node.config.max_body_bytes:
-        raise error("cap.too_large", "body", f"body is {request.content_length} bytes; the limit is "
-                    f"{node.config.max_body_bytes}", f"请求体 {request.content_length} 字节，超过上限 "
-                    f"{node.config.max_body_bytes} 字节")
-    body = await request.read()
+    body = await read_body(request, node.config.max_body_bytes)
     submitted, parsed = await node.intake.submit(body, request.content_type, scope)
     warning = await node.queries.warning(submitted.warning_id, delivery_limit=0)
     warning.pop("cap_xml", None)

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from warnd.clock import Clock
-from warnd.domain.authority import Referenced, Scope
+from warnd.domain.authority import Referenced, Scope, approval_rule
 from warnd.domain.delivery import REACHED, State
 from warnd.domain.errors import WarndError, error
 from warnd.domain.model import Alert, Level, MsgType, ParsedAlert
@@ -99,14 +99,9 @@ class WarningStore:
         now = self.clock.now()
         async with self.db.write() as conn:
             row = await self._held(conn, warning_id)
-            if approver.user is None:
-                raise error("auth.forbidden", "approver", "approvals are given by people (log in or use a "
-                            "personal token)", "签发须由本人进行（登录或使用个人令牌）")
-            if row.submitted_by == approver.who:
-                raise WarndError("approval.own_warning")
             done = await self._approvers(conn, warning_id)
-            if approver.user in done:
-                raise WarndError("approval.already_approved")
+            if (refused := approval_rule(approver, row.submitted_by, done)) is not None:
+                raise refused
             await conn.execute(sa.insert(approvals).values(warning_id=warning_id, approver=approver.user,
                                                            decision="approved", at=now))
             count = len(done) + 1
@@ -255,11 +250,16 @@ class WarningStore:
         row = (await conn.execute(q)).one()
         return row.root_id or row.id
 
-    async def _prior(self, conn: AsyncConnection, chain: list[int]) -> Prior:
+    async def prior_of(self, alert: Alert) -> Prior:
+        """What an Update or Cancel's earlier versions left, read without locks (previews)."""
+        async with self.db.read() as conn:
+            return await self._prior(conn, await self._chain(conn, alert), lock=False)
+
+    async def _prior(self, conn: AsyncConnection, chain: list[int], lock: bool | None = None) -> Prior:
         if not chain:
             return Prior()
         latest = (await conn.execute(sa.select(warnings.c.level).where(warnings.c.id == chain[-1]))).scalar_one()
-        grids = await prior_grids(conn, chain, lock=not self.db.is_sqlite)
+        grids = await prior_grids(conn, chain, lock=not self.db.is_sqlite if lock is None else lock)
         return Prior(await self._reached(conn, chain), Level(latest), grids)
 
     @staticmethod
