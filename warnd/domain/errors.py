@@ -75,6 +75,7 @@ CATALOGUE: dict[str, ErrorKind] = _kinds(
     ("request.not_found", 404, "No such resource", "资源不存在"),
     ("request.encoding", 415, "Compressed request bodies are not accepted", "不接受压缩的请求体"),
     ("request.method_not_allowed", 405, "Method not allowed here", "不允许此请求方法"),
+    ("live.busy", 503, "Too many live views are open; try again shortly", "同时打开的实时视图过多，请稍后再试"),
     ("internal", 500, "Internal error; the request was not applied", "内部错误，请求未生效"),
 )
 

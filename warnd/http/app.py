@@ -31,6 +31,7 @@ def build_app(node: Node) -> web.Application:
     app.add_routes(rollups_api.routes())
     app.add_routes(inbound_api.routes())
     app.add_routes(console_api.routes() + live_api.routes() + reports_api.routes())
+    app.on_shutdown.append(live_api.close_streams)  # open live views end at once, not after 60 s
     if node.config.console.enabled:
         app.add_routes(console_pages.routes())
     return app
