@@ -178,8 +178,9 @@ export function follow(url, onSnapshot) {
 /** Show the 演练 band when the warning is an Exercise (or Test). */
 export function markDrill(statusValue) {
   const band = document.getElementById("drill-band");
-  if (band) band.hidden = !(statusValue === "Exercise" || statusValue === "Test");
-  document.body.classList.toggle("drill", !band.hidden);
+  const drill = statusValue === "Exercise" || statusValue === "Test";
+  if (band) band.hidden = !drill;
+  document.body.classList.toggle("drill", drill);
 }
 
 function wireTopBar() {
