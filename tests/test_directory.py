@@ -328,3 +328,11 @@ async def test_put_one_of_each(store, example):
     with pytest.raises(WarndError) as exc:
         await store.put_person(Person("p-x", "某", "421126", ("liaison",), backup="ghost"))
     assert exc.value.code == "directory.unknown_reference" and fields_of(exc) == {"backup"}
+
+
+def test_a_drawn_shape_means_the_innermost_regions_it_touches_not_the_county_around_them():
+    from warnd.domain.directory import finest
+    touched = {"421126", "421126101", "421126101201", "421126101201001", "421126101201002"}
+    assert finest(touched) == {"421126101201001", "421126101201002"}
+    # a village whose grids have no outline stays itself; two villages stay two
+    assert finest({"421126", "421126100201", "421126101202"}) == {"421126100201", "421126101202"}

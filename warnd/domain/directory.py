@@ -50,6 +50,16 @@ def with_ancestors(codes) -> set[str]:  # noqa: ANN001 - any iterable of codes
     return out
 
 
+def finest(codes) -> set[str]:  # noqa: ANN001 - any iterable of codes
+    """The codes without those that enclose another of them.
+
+    A drawn shape touches the outline of every region around the place it is drawn
+    on (village, township, county); warning the county would warn all of it. Where
+    the shape touches a region inside one, the inner region is what it means."""
+    found = set(codes)
+    return {c for c in found if not any(o != c and within(o, c) for o in found)}
+
+
 def within(code: str, scope: str) -> bool:
     """True if region `code` lies in (or is) region `scope`; "*" is everywhere."""
     return scope == "*" or code.startswith(scope)

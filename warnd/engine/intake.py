@@ -19,7 +19,7 @@ from warnd.config import Config
 from warnd.domain import geo
 from warnd.domain.authority import (Right, Scope, approval_rule, authorize_issuer, authorize_references,
                                     authorize_regions, covers, require)
-from warnd.domain.directory import with_ancestors
+from warnd.domain.directory import finest, with_ancestors
 from warnd.domain.errors import WarndError, error
 from warnd.domain.levels import level_of
 from warnd.domain.model import Alert, Level, MsgType, ParsedAlert
@@ -214,13 +214,13 @@ class Intake:
         self.on_commit()
 
     async def resolve(self, alert: Alert) -> Targets:
-        """Region codes named by geocodes, plus regions whose polygons the shapes touch."""
+        """Region codes named by geocodes, plus the innermost regions whose polygons the shapes touch."""
         names = {n.lower() for n in self.config.geocode_names}
         codes = {value.strip() for area in alert.areas for name, value in area.geocodes
                  if name.lower() in names and value.strip()}
         if _has_shapes(alert):
             rings = [(r.code, r.polygon) for r in await self.directory.regions_with_polygons()]
-            codes.update(await asyncio.to_thread(_touched, alert, rings))
+            codes.update(finest(await asyncio.to_thread(_touched, alert, rings)))
         regions = {r.code: r for r in await self.directory.regions_within(sorted(codes))} if codes else {}
         return Targets(tuple(sorted(codes)), regions)
 
