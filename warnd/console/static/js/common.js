@@ -195,4 +195,16 @@ function wireTopBar() {
   });
 }
 
+/** Tables that scroll sideways (on a phone) can be scrolled from the keyboard and are named. */
+function labelScrollables() {
+  document.querySelectorAll(".table-wrap:not([tabindex])").forEach((wrap) => {
+    wrap.tabIndex = 0;
+    wrap.setAttribute("role", "region");
+    const heading = wrap.closest("section")?.querySelector("h2, h1");
+    wrap.setAttribute("aria-label", heading ? heading.textContent.trim() : L("表格", "Table"));
+  });
+}
+
 wireTopBar();
+labelScrollables();
+new MutationObserver(labelScrollables).observe(document.body, { childList: true, subtree: true });

@@ -108,8 +108,10 @@ function alarmName(code) {
 
 function alarmText(a) {
   const d = a.detail || {};
-  const grid = a.grid ? (grids.get(a.grid)?.name || a.grid) : "";
-  return [alarmName(a.code), grid, d.responsible ? L(`责任人 ${d.responsible}`, `responsible ${d.responsible}`) : ""]
+  const known = a.grid ? grids.get(a.grid) : null;
+  const grid = a.grid ? (known?.name || a.grid) : "";
+  const person = known?.person_name || d.responsible;  // a name where the snapshot has one, else the id
+  return [alarmName(a.code), grid, person ? L(`责任人 ${person}`, `responsible ${person}`) : ""]
     .filter(Boolean).join(" · ");
 }
 
