@@ -3,6 +3,8 @@ caller, the region tree with its households and people, the dry-run preview (the
 the same plan as submitting, nothing written) and the approval queue (the same rule as approving)."""
 from __future__ import annotations
 
+import re
+
 import json
 import pytest
 import sqlalchemy as sa
@@ -188,6 +190,10 @@ async def test_a_red_draft_for_a_township_is_planned_and_estimated_and_nothing_i
     # grid responsible people and the liaison; the township duty officer is not routed
     assert (sms["channel"], sms["recipients"], voice["channel"], voice["recipients"]) == ("sms", 4, "voice", 4)
     assert sms["must_confirm"] is True and "回复1确认" in sms["text"] and "https://warn.example.cn/c/" in sms["text"]
+    # the sample's link is as long as a real one (the same segments) but signs nothing: shown on
+    # an operator's screen, it must not confirm the grid of the next warning's responsible person
+    link = re.search(r"https://warn\.example\.cn/c/(\S+)", sms["text"]).group(1)
+    assert set(link) == {"x"} and len(link) > 20
     info = segment_info(sms["text"])
     assert (sms["segments"], sms["encoding"]) == (info.segments, "UCS-2") and info.segments >= 2
     # three who must confirm get the long text; the liaison a shorter one

@@ -168,7 +168,7 @@ def _channel_json(node: Node, name: str, planned: list[PlannedDelivery], checked
     def render(recipient: Recipient, must_confirm: bool):  # noqa: ANN202 - a Rendered
         link = ""
         if must_confirm and name == "sms" and node.config.sms.confirm_link:
-            link = node.link_url("confirm", f"{next_id}/{recipient.id}")
+            link = _unsigned(node.link_url("confirm", f"{next_id}/{recipient.id}"))
         # A negative id of its own: never a real warning's, so no channel's render cache
         # (keyed by warning) hands back another draft's text.
         message = Message(0, -next(_draft_ids), checked.parsed.alert, checked.parsed.cap_xml, checked.level,
@@ -232,6 +232,13 @@ async def _existing(node: Node, scope: Scope, sender: str, identifier: str) -> i
         raise error("auth.identifier_taken", "identifier", f"{sender},{identifier} is a warning of another "
                     "department", f"{sender},{identifier} 是其他单位的预警")
     return row.id
+
+
+def _unsigned(link: str) -> str:
+    """The link with its token blanked to as many x's: the same length (so the same segments),
+    but nothing that would confirm anyone if the preview were copied or shown on a screen."""
+    base, _, token = link.rpartition("/")
+    return f"{base}/{'x' * len(token)}"
 
 
 async def _next_warning_id(node: Node) -> int:
