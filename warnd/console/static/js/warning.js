@@ -333,6 +333,7 @@ function wireDialog() {
   dialog.addEventListener("close", () => { openGrid = null; });
   const form = $("confirm-form");
   if (!form) return;
+  form.elements.reason.addEventListener("input", () => clearProblems(form));  // the hint goes once typed
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     clearProblems(form);
