@@ -1,40 +1,40 @@
-"""The enabled channels, built from configuration.
+"""The channels warnd knows, and the enabled ones built from configuration.
 
-Adding a channel is one line in `_FACTORIES` (plus its module, templates and
-conformance test). A channel is built only when its config section is enabled.
+Adding a channel is one line in `SPECS` (plus its module with its `SPEC`, its
+templates and its conformance test): the engine, store, HTTP layer and planning
+read the spec, never the name. A channel is built only when its section is enabled.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
-from warnd.config import Config
+from warnd.domain.sending import Audience, Channel, ChannelSpec
 
-from .base import Channel
-from .sms import SmsChannel
-from .speaker import SpeakerChannel
-from .twilio_common import CallbackUrl
-from .voice import VoiceChannel
-from .webhook import WebhookChannel
+from . import sms, speaker, voice, webhook
 
-_FACTORIES: dict[str, Callable[[Config], Channel]] = {
-    "webhook": lambda config: WebhookChannel(config.webhook),
-    # A stable client id: a restarted node resumes its persistent session instead of
-    # leaving a dead one in the shared ack group to swallow half of the acks.
-    "speaker": lambda config: SpeakerChannel(
-        config.mqtt if config.mqtt.client_id
-        else config.mqtt.model_copy(update={"client_id": f"warnd-{config.node_name}"}), config.speaker),
-}
-_CALLBACK_FACTORIES: dict[str, Callable[[Config, CallbackUrl], Channel]] = {  # need provider callbacks
-    "sms": lambda config, url: SmsChannel(config.twilio, config.sms, url),
-    "voice": lambda config, url: VoiceChannel(config.twilio, config.voice, url),
-}
+SPECS: dict[str, ChannelSpec] = {spec.name: spec for spec in (
+    webhook.SPEC,
+    speaker.SPEC,
+    sms.SPEC,
+    voice.SPEC,
+)}
+
+CallbackUrls = Callable[[str, int], str]  # (purpose "<channel>-<kind>", delivery id) → signed URL
 
 
-def build_channels(config: Config, callback_url: Callable[[str, int], str] | None = None) -> dict[str, Channel]:
-    """name → channel, for every enabled channel."""
-    channels = {name: make(config) for name, make in _FACTORIES.items()
-                if config.channel(name).enabled}
-    if callback_url is not None:
-        channels.update({name: make(config, callback_url) for name, make in _CALLBACK_FACTORIES.items()
-                         if config.channel(name).enabled})
-    return channels
+def spec(name: str) -> ChannelSpec:
+    """The spec of a known channel (KeyError names it otherwise)."""
+    return SPECS[name]
+
+
+def audiences(names: Iterable[str]) -> dict[str, Audience]:
+    """name → audience, for the planner."""
+    return {name: SPECS[name].audience for name in names}
+
+
+def build_channels(config, callback_url: CallbackUrls | None = None) -> dict[str, Channel]:  # noqa: ANN001
+    """name → channel, for every enabled channel; those whose provider calls back are
+    built only when there is somewhere to call (a node, not a tool)."""
+    return {name: s.build(config.channel(name), config, callback_url)
+            for name, s in SPECS.items()
+            if config.channel(name).enabled and (callback_url is not None or not s.callbacks)}

@@ -20,7 +20,8 @@ from warnd.domain.sms_segments import segment_info
 from warnd.render import render as render_template
 from warnd.render import warning_context
 
-from .base import Message, Outcome, Rendered, SendResult
+from . import twilio_inbound
+from .base import Audience, ChannelSpec, Inbound, InboundKind, Message, Outcome, Rendered, SendResult
 from .twilio_common import (LOOKUP_PAGE, CallbackUrl, ProviderReply, ProviderSend, Receipt, TwilioApi,
                             message_receipt, sender)
 
@@ -33,7 +34,6 @@ REPLIES_SECONDS = 60.0  # for the whole catch-up: it pages through Twilio's log
 
 class SmsChannel:
     name = "sms"
-    dedupes = False  # a second SMS is a real duplicate
 
     def __init__(self, twilio: TwilioConfig, sms: SmsConfig, callback_url: CallbackUrl) -> None:
         self.twilio = twilio
@@ -57,9 +57,6 @@ class SmsChannel:
 
     async def send(self, message: Message, rendered: Rendered) -> SendResult:
         """messages.create once; never raises (cancellation still propagates)."""
-        if message.recipient.public and message.alert.status.is_drill:  # defence in depth
-            return SendResult(Outcome.FAILED, "drill.public",
-                              detail="Exercise/Test warnings never reach public outlets")
         status_callback = self.callback_url("sms-status", message.delivery_id)
         result = await self.api.create(
             lambda client: client.messages.create_async(
@@ -124,3 +121,13 @@ def _reply(m: Any) -> ProviderReply | None:
 def segments_of(rendered: Rendered) -> int | None:
     """The segment count render() put into the content type (what the shared rate counts)."""
     return segments_in(rendered.content_type)
+
+
+SPEC = ChannelSpec(
+    name="sms", audience=Audience.PERSON, address="phone",
+    dedupes=False,  # a second SMS is a real duplicate
+    public=False, config_model=SmsConfig,
+    build=lambda section, config, callback_url: SmsChannel(config.twilio, section, callback_url),
+    callbacks=True, confirm_by_text=True, status_lookup=True, replies_lookup=True, door_list=True,
+    inbound={"status": Inbound(InboundKind.RECEIPTS, twilio_inbound.message_status, "/twilio/sms/status"),
+             "replies": Inbound(InboundKind.REPLIES, twilio_inbound.sms_reply, "/twilio/sms/inbound")})

@@ -69,7 +69,7 @@ from warnd.domain.model import Alert, MsgType
 from warnd.render import render as render_template
 from warnd.render import warning_context
 
-from .base import Message, Outcome, ReceiptSink, Rendered, SendResult
+from .base import Audience, ChannelSpec, InboundSink, Message, Outcome, Receipt, ReceiptState, Rendered, SendResult
 from .mqtt_link import Acker, Disconnected, MqttLink, PublishError, PublishTimeout, publish_properties
 from .webhook import webhook_id
 
@@ -164,7 +164,6 @@ def _iso(moment: datetime | None) -> str | None:
 
 class SpeakerChannel:
     name = "speaker"
-    dedupes = True  # speakers drop duplicate message ids
 
     def __init__(self, mqtt: MqttConfig, speaker: SpeakerConfig,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
@@ -175,7 +174,7 @@ class SpeakerChannel:
         self.protocol = mqtt.protocol
         self._clock = clock
         self._link: MqttLink | None = None
-        self._sink: ReceiptSink | None = None
+        self._sink: InboundSink | None = None
         self._inbox: asyncio.Queue = asyncio.Queue()  # (kind, item, its acker)
         # received, redelivered (DUP), acked, not_acked (left to the broker to re-send), and
         # what was acknowledged without a receipt: not_ours, malformed_ack, malformed_status, …
@@ -215,9 +214,6 @@ class SpeakerChannel:
 
     async def _send(self, message: Message, rendered: Rendered) -> SendResult:
         alert, speaker_id = message.alert, message.recipient.address
-        if alert.status.is_drill and (self.speaker.public or message.recipient.public):
-            return SendResult(Outcome.FAILED, "drill.public",
-                              detail="Exercise/Test warnings never reach public loudspeakers")
         if not speaker_id or BAD_ID_CHARS & set(speaker_id):
             return SendResult(Outcome.FAILED, "speaker.invalid_id", detail=f"speaker id {speaker_id!r}")
         properties = None
@@ -245,7 +241,7 @@ class SpeakerChannel:
 
     # --- the inbound stream: acks and presence ------------------------------------------
 
-    async def start(self, sink: ReceiptSink) -> None:
+    async def start(self, sink: InboundSink) -> None:
         """Connect (in the background) and report acks and presence to `sink`."""
         self._sink = sink
         link = await self._ensure_link()
@@ -370,7 +366,8 @@ class SpeakerChannel:
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
                 if kind == "receipt":
-                    await self._sink.receipt(self.name, item.delivery_id, item.state, item.code, None, item.detail)
+                    await self._sink.receipt(self.name, item.delivery_id,
+                                             Receipt(ReceiptState(item.state), item.code, "", item.detail))
                 else:
                     await self._sink.presence(*item)
                 return True
@@ -415,3 +412,18 @@ class SpeakerChannel:
         if self._stop_broker is not None:
             await self._stop_broker()
             self._stop_broker = None
+
+
+def _build(section: SpeakerConfig, config, callback_url) -> SpeakerChannel:  # noqa: ANN001
+    # A stable client id: a restarted node resumes its persistent session instead of
+    # leaving a dead one in the shared ack group to swallow half of the acks.
+    mqtt = config.mqtt if config.mqtt.client_id else config.mqtt.model_copy(
+        update={"client_id": f"warnd-{config.node_name}"})
+    return SpeakerChannel(mqtt, section)
+
+
+SPEC = ChannelSpec(
+    name="speaker", audience=Audience.DEVICE, address="device",
+    dedupes=True,  # speakers drop duplicate message ids
+    public=True,  # village loudspeakers: never for drills unless configured otherwise
+    config_model=SpeakerConfig, build=_build, stream=True)

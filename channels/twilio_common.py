@@ -20,7 +20,7 @@ import socket
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
 import aiohttp
@@ -33,7 +33,8 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from warnd.config import TtsVoice, TwilioConfig, VoiceConfig
 
-from .base import Outcome, SendResult
+from .base import Outcome, ProviderSend, Receipt, ReceiptState, Reply, SendResult
+from warnd.domain.sending import pick, send_window
 from .webhook import MAX_RETRY_AFTER, parse_retry_after
 
 CallbackUrl = Callable[[str, int], str]  # (kind, delivery id) → absolute signed URL
@@ -90,7 +91,7 @@ def classify(status: int | None, code: int | None, exc: BaseException | None,
     if code == AUTH_CODE or (status == 401 and code is None):
         return SendResult(Outcome.FAILED, f"twilio.{AUTH_CODE}",
                           detail=_cut(f"Twilio rejected the credentials, operator action needed "
-                                      f"(check twilio.account_sid / auth_token); {detail}"))
+                                      f"(check twilio.account_sid / auth_token); {detail}"), operator=True)
     if code in PERMANENT_CODES:
         return SendResult(Outcome.FAILED, stable, detail=_cut(f"{PERMANENT_CODES[code]}; {detail}"))
     if status is not None and 200 <= status < 300:
@@ -218,7 +219,7 @@ class TwilioApi:
         except Exception as exc:  # noqa: BLE001 - every failure is "not looked up"
             log.warning("twilio lookup failed", extra={"error": f"{type(exc).__name__}: {_cut(str(exc))}"})
             return None
-        return read(found) or Receipt("sent", f"twilio.{found.status or ''}", sid)
+        return read(found) or Receipt(ReceiptState.SENT, f"twilio.{found.status or ''}", sid)
 
     async def find(self, make: Callable[[Client], Awaitable[Any]], read: Callable[[Any], T | None],
                    since: datetime, timeout: float, limit: int | None = None) -> list[T] | None:
@@ -269,14 +270,6 @@ def verify_request(auth_token: str, url: str, params: Mapping[str, str], signatu
     return bool(RequestValidator(auth_token).validate(url, dict(params), signature))
 
 
-@dataclass(frozen=True)
-class Receipt:
-    state: str  # "delivered" | "failed" | "retry" | "sent"
-    code: str  # "twilio.delivered", "twilio.30003", "twilio.no-answer" …
-    provider_ref: str
-    detail: str = ""
-
-
 # --- uncertain sends: is it at Twilio? ------------------------------------------------
 # Twilio's Message and Call resources do not return their StatusCallback, so a send whose
 # outcome is unknown is matched by recipient (the lookup's To and From) and by time: it
@@ -284,16 +277,6 @@ class Receipt:
 
 LOOKUP_PAGE = 50  # records per list page
 LOOKUP_LIMIT = 200  # records read per lookup at most (one number's sends around one moment)
-MATCH_SKEW = timedelta(seconds=5)  # Twilio's dates are whole seconds, and its clock is not ours
-
-
-@dataclass(frozen=True)
-class ProviderSend:
-    """A message or call as a list lookup returns it, read like a status callback."""
-
-    sid: str
-    created_at: datetime
-    receipt: Receipt  # state "sent" while it is still on its way
 
 
 @dataclass(frozen=True)
@@ -305,31 +288,8 @@ class ProviderReply:
     body: str
     received_at: datetime
 
-
-def send_window(handed_at: datetime | None, created_at: datetime, updated_at: datetime,
-                send_seconds: float) -> tuple[datetime, datetime]:
-    """When the provider may have created a send: from its hand to the send's deadline
-    (`send_seconds`: the channel's timeout and the dispatcher's margin), give or take the
-    skew. Sends from before the handed mark: from the delivery's planning to when it
-    became uncertain."""
-    if handed_at is None:
-        return created_at - MATCH_SKEW, updated_at + MATCH_SKEW
-    return handed_at - MATCH_SKEW, handed_at + timedelta(seconds=send_seconds) + MATCH_SKEW
-
-
-def pick(wanted: list[tuple[int, datetime, datetime]], sends: list[ProviderSend],
-         taken: set[str]) -> dict[int, ProviderSend | None]:
-    """Which provider send is which uncertain delivery (`wanted`: id, window start, end, all
-    to one number): earliest window first, each takes the earliest send in its window that
-    no delivery owns (`taken`) and no earlier one took; None: the provider does not have it."""
-    free = sorted((s for s in sends if s.sid not in taken), key=lambda s: s.created_at)
-    picked: dict[int, ProviderSend | None] = {}
-    for key, start, end in sorted(wanted, key=lambda w: (w[1], w[0])):
-        match = next((s for s in free if start <= s.created_at <= end), None)
-        if match is not None:
-            free.remove(match)
-        picked[key] = match
-    return picked
+    def reply(self) -> Reply:
+        return Reply(self.sid, self.from_number, self.body, self.received_at)
 
 
 MESSAGE_ERRORS = {  # ErrorCode of an undelivered/failed message
@@ -351,15 +311,15 @@ def message_receipt(params: Mapping[str, str]) -> Receipt | None:
     status = (params.get("MessageStatus") or params.get("SmsStatus") or "").strip().lower()
     sid = params.get("MessageSid") or params.get("SmsSid") or ""
     if status == "delivered":
-        return Receipt("delivered", "twilio.delivered", sid)
+        return Receipt(ReceiptState.DELIVERED, "twilio.delivered", sid)
     if status == "sent":
-        return Receipt("sent", "twilio.sent", sid)
+        return Receipt(ReceiptState.SENT, "twilio.sent", sid)
     if status in ("undelivered", "failed"):
         error = (params.get("ErrorCode") or "").strip()
         if not error.isdigit():
-            return Receipt("failed", f"twilio.{status}", sid, f"message {status}")
+            return Receipt(ReceiptState.FAILED, f"twilio.{status}", sid, f"message {status}")
         meaning = MESSAGE_ERRORS.get(int(error), "")
-        state = "retry" if int(error) in MESSAGE_RETRY_ERRORS else "failed"
+        state = ReceiptState.RETRY if int(error) in MESSAGE_RETRY_ERRORS else ReceiptState.FAILED
         return Receipt(state, f"twilio.{int(error)}", sid, f"message {status}: {meaning}".rstrip(": "))
     return None  # queued, accepting, accepted, scheduled, sending, receiving, read …
 
@@ -370,9 +330,9 @@ def call_receipt(params: Mapping[str, str]) -> Receipt | None:
     sid = params.get("CallSid") or ""
     if status == "completed":
         duration = params.get("CallDuration")
-        return Receipt("delivered", "twilio.completed", sid, f"answered, {duration} s" if duration else "")
+        return Receipt(ReceiptState.DELIVERED, "twilio.completed", sid, f"answered, {duration} s" if duration else "")
     if status in CALL_RETRY_STATUSES:
-        return Receipt("retry", f"twilio.{status}", sid, f"call {status}")
+        return Receipt(ReceiptState.RETRY, f"twilio.{status}", sid, f"call {status}")
     return None  # queued, initiated, ringing, in-progress
 
 

@@ -20,7 +20,8 @@ from warnd.config import TtsVoice, TwilioConfig, VoiceConfig
 from warnd.render import render as render_template
 from warnd.render import warning_context
 
-from .base import Message, Outcome, Rendered, SendResult
+from . import twilio_inbound
+from .base import Audience, ChannelSpec, Inbound, InboundKind, Message, Outcome, Rendered, SendResult
 from .twilio_common import (LOOKUP_PAGE, CallbackUrl, ProviderSend, Receipt, TwilioApi, call_receipt, sender,
                             speech_for, twiml_announce, twiml_gather)
 
@@ -70,7 +71,6 @@ def fit_script(text: str, language: str, repeat: int, action_url: str | None,
 
 class VoiceChannel:
     name = "voice"
-    dedupes = False  # a second call is a real duplicate
 
     def __init__(self, twilio: TwilioConfig, voice: VoiceConfig, callback_url: CallbackUrl) -> None:
         self.twilio = twilio
@@ -94,9 +94,6 @@ class VoiceChannel:
 
     async def send(self, message: Message, rendered: Rendered) -> SendResult:
         """calls.create once; never raises (cancellation still propagates)."""
-        if message.recipient.public and message.alert.status.is_drill:  # defence in depth
-            return SendResult(Outcome.FAILED, "drill.public",
-                              detail="Exercise/Test warnings never reach public outlets")
         language = message.recipient.language
         action = self.callback_url("voice-gather", message.delivery_id) if message.must_confirm else None
         try:
@@ -145,3 +142,13 @@ def _call_send(c: Any) -> ProviderSend:
                             "CallDuration": "" if c.duration is None else str(c.duration)})
     created = c.date_created or datetime.now(timezone.utc)
     return ProviderSend(sid, created, receipt or Receipt("sent", f"twilio.{c.status or ''}", sid))
+
+
+SPEC = ChannelSpec(
+    name="voice", audience=Audience.PERSON, address="phone",
+    dedupes=False,  # a second call is a real duplicate
+    public=False, config_model=VoiceConfig,
+    build=lambda section, config, callback_url: VoiceChannel(config.twilio, section, callback_url),
+    callbacks=True, status_lookup=True, calls=True,
+    inbound={"status": Inbound(InboundKind.RECEIPTS, twilio_inbound.call_status, "/twilio/voice/status"),
+             "gather": Inbound(InboundKind.KEY_PRESSES, twilio_inbound.key_press, "/twilio/voice/gather")})

@@ -37,7 +37,7 @@ from warnd.ingest.capjson import alert_to_dict
 from warnd.render import render as render_template
 from warnd.render import warning_context
 
-from .base import Message, Outcome, Rendered, SendResult
+from .base import Audience, ChannelSpec, Message, Outcome, Rendered, SendResult
 
 USER_AGENT = "warnd/0.1"
 CAP_CONTENT_TYPE = "application/cap+xml; charset=utf-8"
@@ -244,7 +244,6 @@ class _Shared:
 
 class WebhookChannel:
     name = "webhook"
-    dedupes = True  # Standard Webhooks receivers de-duplicate by webhook-id
 
     new_secret = staticmethod(new_secret)
 
@@ -308,9 +307,6 @@ class WebhookChannel:
     async def send(self, message: Message, rendered: Rendered) -> SendResult:
         """POST once; never raises (cancellation, a BaseException, still propagates)."""
         msg_id = webhook_id(message.delivery_id)
-        if message.recipient.public and message.alert.status.is_drill:  # defence in depth
-            return SendResult(Outcome.FAILED, "drill.public", provider_ref=msg_id,
-                              detail="Exercise/Test warnings never reach public outlets")
         try:
             headers = sign_headers(message.recipient.secret, msg_id, rendered.body,
                                    datetime.now(timezone.utc))
@@ -363,3 +359,10 @@ def _iso(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.isoformat()
+
+
+SPEC = ChannelSpec(
+    name="webhook", audience=Audience.SUBSCRIBER, address="url",
+    dedupes=True,  # Standard Webhooks receivers de-duplicate by webhook-id
+    public=True, config_model=WebhookConfig,
+    build=lambda section, config, callback_url: WebhookChannel(section))

@@ -384,12 +384,6 @@ def test_a_sender_is_required():
         make_channel(None, from_number=None)
 
 
-async def test_drill_never_reaches_a_public_outlet(channel, sim):
-    msg = replace(message(alert=kit.sample_alert(status=Status.EXERCISE)), recipient=recipient(public=True))
-    result = await send(channel, msg)
-    assert (result.outcome, result.code) == (Outcome.FAILED, "drill.public") and not sim.messages
-
-
 # --- sending: transport trouble ---------------------------------------------------------------------
 
 

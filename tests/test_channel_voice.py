@@ -290,9 +290,3 @@ async def test_long_warning_is_shortened_to_fit(channel, sim):
     assert result.outcome is Outcome.SENT
     [record] = sim.calls.values()
     assert len(record.twiml) <= TWIML_LIMIT and "<Gather" in record.twiml
-
-
-async def test_drill_never_reaches_a_public_outlet(channel, sim):
-    msg = replace(message(alert=kit.sample_alert(status=Status.TEST)), recipient=recipient(public=True))
-    result = await call(channel, msg)
-    assert (result.outcome, result.code) == (Outcome.FAILED, "drill.public") and not sim.calls

@@ -14,7 +14,7 @@ from warnd.config import load_config
 from warnd.domain.authority import Scope, admin_scope
 from warnd.domain.directory import Person, Region, Subscriber
 from warnd.domain.errors import WarndError
-from warnd.domain.model import Level, MsgType, Reference
+from warnd.domain.model import Level, MsgType, Reference, Status
 from warnd.engine.node import Node
 from warnd.ingest.capxml import alert_to_xml
 from warnd.ingest.directory import DirectoryData
@@ -314,3 +314,25 @@ async def _tv_row(node: Node, check):  # noqa: ANN001, ANN202
     async with node.db.read() as conn:
         row = (await conn.execute(sa.select(deliveries).where(deliveries.c.recipient_id == "tv"))).first()
     return row if row is not None and check(row) else None
+
+
+async def test_a_drill_reaches_no_outlet_made_public_after_planning(make_node, sink, database):
+    """Planning keeps drills from public outlets; the dispatcher checks once more before each
+    send (the one place after planning): a subscriber flagged public meanwhile gets nothing."""
+    node = await make_node(Subscriber("tv", sink.url("/tv"), SECRET, public=False), start=False)
+    await node.intake.submit(cap(alert(status=Status.EXERCISE)), XML, admin_scope())
+    async with database.write() as conn:
+        await conn.execute(sa.text("UPDATE subscribers SET public = :t"), {"t": True})
+    await node.start()
+    d = deliveries.c
+
+    async def failed():  # noqa: ANN202
+        async with database.read() as conn:
+            return (await conn.execute(sa.select(d.state, d.last_code))).all()
+    assert await until(lambda: _settled(failed)) == [("failed", "drill.public")]
+    assert sink.stats.requests == 0
+
+
+async def _settled(rows):  # noqa: ANN001, ANN202
+    found = await rows()
+    return found if found and all(state != "pending" and state != "sending" for state, _ in found) else None

@@ -30,7 +30,7 @@ from warnd.domain.authority import admin_scope
 from warnd.domain.delivery import Decision, State
 from warnd.domain.directory import Region, Speaker
 from warnd.domain.signing import sign
-from warnd.engine.node import CALLBACK_PATHS, CALLBACK_VALIDITY, Node
+from warnd.engine.node import CALLBACK_VALIDITY, Node
 from warnd.http.app import build_app
 from warnd.ingest.capxml import alert_to_xml
 from warnd.ingest.directory import DirectoryData
@@ -275,7 +275,7 @@ async def test_callback_urls_signed_before_the_attempt_was_named_still_settle_by
     (row,) = [c for c in await store.claim("sms", 10, 60) if c.address == phone(0)]
     await store.apply([_applied(row.id, 1, "SM1", r.clock.now())])
     token = sign(r.node.secret_key, "sms-status", str(row.id), r.clock.now() + CALLBACK_VALIDITY)
-    old_url = f"{r.base}{CALLBACK_PATHS['sms-status']}?d={token}"  # the delivery id alone, as before
+    old_url = f"{r.base}/twilio/sms/status?d={token}"  # the URL and the delivery id alone, as before
     before = await r.one(deliveries, mine)
     form = {"AccountSid": SID, "ApiVersion": "2010-04-01", "From": FROM, "To": phone(0),
             "MessageStatus": "delivered", "SmsStatus": "delivered"}

@@ -9,10 +9,12 @@ from warnd.config import Config, RoutingRule
 from warnd.domain.model import Level, MsgType, Status
 from warnd.domain.planning import PlanInput, PlannedDelivery, Prior, plan
 from warnd_channels.base import Recipient
+from warnd_channels.registry import audiences
 
 
 def _input(a, *, subs=(), prior=(), level=Level.RED, channels=frozenset({"webhook"})):  # noqa: ANN001, ANN202
-    return PlanInput(a, level, T0, (VILLAGE,), regions(), people(), tuple(subs), Prior(tuple(prior)), channels)
+    return PlanInput(a, level, T0, (VILLAGE,), regions(), people(), tuple(subs), Prior(tuple(prior)),
+                     audiences(channels))
 
 
 def test_every_matching_subscriber_gets_one_delivery():
@@ -87,11 +89,11 @@ def test_speakers_of_the_target_grids_are_planned_and_drills_spare_them():
     from warnd.domain.directory import Speaker
     config = Config(routing=[RoutingRule(channels=["speaker"])])
     speakers = (Speaker("sp1", GRIDS[0]), Speaker("sp2", GRIDS[1]), Speaker("far", "110101001001001"))
-    inp = PlanInput(alert(), Level.RED, T0, (VILLAGE,), regions(), people(), (), Prior(), frozenset({"speaker"}),
+    inp = PlanInput(alert(), Level.RED, T0, (VILLAGE,), regions(), people(), (), Prior(), audiences({"speaker"}),
                     speakers)
     assert sorted(d.recipient.id for d in plan(inp, config).deliveries) == ["sp1", "sp2"]
     drill = PlanInput(alert(status=Status.EXERCISE), Level.RED, T0, (VILLAGE,), regions(), people(), (), Prior(),
-                      frozenset({"speaker"}), speakers)
+                      audiences({"speaker"}), speakers)
     assert plan(drill, config).deliveries == ()  # loudspeakers are public
 
 

@@ -52,17 +52,26 @@ class RoutingRule(Strict):
         return level in {Level.parse(n) for n in self.levels} and status in self.statuses
 
 
+# The channels a rung uses unless it names its own (also for ladders planned before a rung
+# could name them).
+NOTIFY_CHANNELS = ("sms", "voice")  # notify: the people a rung asks
+DOOR_LIST_CHANNELS = ("sms",)  # door_to_door: the walker's list
+HOUSEHOLD_CALL_CHANNELS = ("voice",)  # door_to_door with call_households
+
+
 class RungConfig(Strict):
     """One step of an escalation ladder, `after_minutes` from when the warning was planned."""
 
     after_minutes: float = Field(ge=0)
     action: Literal["notify", "door_to_door", "alarm"]
     to: list[str] = []  # notify: responsible, backup, superior, liaison, village_head, county_duty
-    channels: list[str] = ["sms", "voice"]
+    channels: list[str] = list(NOTIFY_CHANNELS)
     not_woken: bool = False  # put the responsible person on the 未叫醒 list
     ask_door: bool = False  # ask whoever is notified to go to the door
     assign: list[str] = ["backup", "liaison", "superior"]  # door_to_door: who walks it (first found)
     call_households: bool = False  # door_to_door: also call households with a phone
+    list_channels: list[str] = list(DOOR_LIST_CHANNELS)  # door_to_door: the list's link to its walker
+    household_channels: list[str] = list(HOUSEHOLD_CALL_CHANNELS)  # door_to_door: calls to households
 
 
 class DoorConfig(Strict):
@@ -119,6 +128,9 @@ class ChannelConfig(Strict):
     # 0: a refusal always counts. Next to `retry`, not in it, so overriding one keeps the other.
     refused_free_minutes: float = Field(0.0, ge=0)
     per_number: PerNumber = PerNumber()
+    # Messages to people who must confirm carry a signed confirmation link (channels that
+    # carry text for people; their own default).
+    confirm_link: bool = False
 
     @field_validator("retry", "per_number", mode="before")
     @classmethod
@@ -394,8 +406,47 @@ class Config(Strict):
     sweeps: SweepConfig = SweepConfig()
     console: ConsoleConfig = ConsoleConfig()
     log_level: str = "INFO"
+    # The sections of channels whose configuration model lives in their own module
+    # (channels/<name>.py), keyed by channel name and written at the top level like
+    # `sms:` (`aliyun_sms: {...}`); each is validated by its channel's model at load.
+    channel_sections: dict[str, Any] = Field(default_factory=dict)
     # Times people read (door-to-door pages): an IANA zone; China has one, without DST.
     display_timezone: str = "Asia/Shanghai"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_channel_sections(cls, data: Any) -> Any:
+        """Top-level sections named after a registered channel with its own model move
+        into `channel_sections` (validated after, by that model)."""
+        if not isinstance(data, dict):
+            return data
+        from warnd_channels.registry import SPECS  # here: the channels import this module
+        own = {name for name in SPECS if name not in cls.model_fields}
+        data = dict(data)
+        sections = dict(data.pop("channel_sections", None) or {})
+        sections.update({name: data.pop(name) for name in list(data) if name in own})
+        data["channel_sections"] = sections
+        return data
+
+    @model_validator(mode="after")
+    def _validate_channel_sections(self) -> Config:
+        from warnd_channels.registry import SPECS
+        problems = []
+        for name, spec in SPECS.items():
+            if name in type(self).model_fields:
+                continue
+            raw = self.channel_sections.get(name)
+            if isinstance(raw, spec.config_model):
+                continue
+            try:
+                self.channel_sections[name] = spec.config_model.model_validate(raw or {})
+            except ValidationError as exc:
+                problems += [f"{name}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        unknown = sorted(set(self.channel_sections) - set(SPECS))
+        problems += [f"{name}: no such channel" for name in unknown]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @field_validator("levels")
     @classmethod
@@ -444,6 +495,7 @@ class Config(Strict):
         # backstop for a row it lost track of): no send may outlive the lease.
         channels = [value for value in (getattr(self, name) for name in type(self).model_fields)
                     if isinstance(value, ChannelConfig)]
+        channels += [value for value in self.channel_sections.values() if isinstance(value, ChannelConfig)]
         longest = max(channel.timeout_seconds for channel in channels) + LEASE_MARGIN_SECONDS
         if self.dispatcher.lease_seconds <= longest:
             raise ValueError(f"dispatcher.lease_seconds must exceed the longest channel timeout_seconds "
@@ -470,8 +522,16 @@ class Config(Strict):
     def node_name(self) -> str:
         return self.node_id or f"{os.uname().nodename}:{self.port}"
 
+    def enabled_channels(self) -> list[str]:
+        """The names of the channels whose section is enabled."""
+        fields = [name for name in type(self).model_fields if isinstance(getattr(self, name), ChannelConfig)]
+        return [name for name in fields + sorted(self.channel_sections) if self.channel(name).enabled]
+
     def channel(self, name: str) -> ChannelConfig:
-        return getattr(self, name)
+        """A channel's section: a field of this model, or one in `channel_sections`."""
+        if name in type(self).model_fields:
+            return getattr(self, name)
+        return self.channel_sections[name]
 
 
 def load_config(path: str | Path | None = None, **overrides: object) -> Config:

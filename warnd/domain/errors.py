@@ -71,6 +71,7 @@ CATALOGUE: dict[str, ErrorKind] = _kinds(
     ("link.invalid", 403, "This link is not valid", "链接无效"),
     ("link.expired", 410, "This link has expired", "链接已过期"),
     ("twilio.bad_signature", 403, "Request signature does not verify", "请求签名校验失败"),
+    ("provider.bad_signature", 403, "The provider request does not authenticate", "供应商请求校验失败"),
     ("request.invalid", 400, "The request is invalid", "请求无效"),
     ("request.not_found", 404, "No such resource", "资源不存在"),
     ("request.encoding", 415, "Compressed request bodies are not accepted", "不接受压缩的请求体"),

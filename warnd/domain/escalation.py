@@ -11,11 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from warnd.config import RungConfig
+from warnd.config import DOOR_LIST_CHANNELS, HOUSEHOLD_CALL_CHANNELS, NOTIFY_CHANNELS, RungConfig
 from warnd.domain.directory import Household, Person, region_parent, with_ancestors
-from warnd_channels.base import Recipient
-
-PERSON_CHANNELS = ("sms", "voice")
+from warnd.domain.sending import Recipient, RecipientKind
 
 
 @dataclass(frozen=True)
@@ -133,17 +131,18 @@ def fire(action: str, params: dict, grid: Grid, ladder: str) -> Effects:
         ask_door = bool(params.get("ask_door"))
         purpose, about = ("door_ask", grid.about()) if ask_door else ("warning", {})
         sends = tuple(Send(ch, _person(p), purpose, about) for p in people if p.phone
-                      for ch in params.get("channels", PERSON_CHANNELS))
+                      for ch in params.get("channels", NOTIFY_CHANNELS))
         notes = () if people else (f"nobody found for {params.get('to')}",)
         return Effects(sends, not_woken=bool(params.get("not_woken")), notes=notes)
     if action == "door_to_door":
         assignees = targets(grid, params.get("assign", []))
         assignee = assignees[0] if assignees else None
         ordered = tuple(sorted(grid.households, key=lambda h: (not h.vulnerable, h.address, h.id)))
-        sends = [Send("sms", _person(assignee), "door_to_door")] if assignee and assignee.phone else []
+        sends = [Send(ch, _person(assignee), "door_to_door") for ch in params.get("list_channels", DOOR_LIST_CHANNELS)
+                 ] if assignee and assignee.phone else []
         if params.get("call_households"):
-            sends += [Send("voice", Recipient("household", h.id, h.phone, "zh-CN"), "household")
-                      for h in ordered if h.phone]
+            sends += [Send(ch, Recipient(RecipientKind.HOUSEHOLD.value, h.id, h.phone, "zh-CN"), "household")
+                      for h in ordered if h.phone for ch in params.get("household_channels", HOUSEHOLD_CALL_CHANNELS)]
         notes = () if assignee else ("no one to assign the door-to-door list to",)
         return Effects(tuple(sends), call_list=CallList(assignee.id if assignee else None, ordered), notes=notes)
     if action == "alarm":
@@ -153,7 +152,7 @@ def fire(action: str, params: dict, grid: Grid, ladder: str) -> Effects:
 
 
 def _person(p: Person) -> Recipient:
-    return Recipient("person", p.id, p.phone or "", p.language)
+    return Recipient(RecipientKind.PERSON.value, p.id, p.phone or "", p.language)
 
 
 def enclosing(code: str) -> set[str]:

@@ -20,9 +20,10 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from warnd.config import DoorConfig
 from warnd.domain.directory import Household
 from warnd.domain.escalation import Effects, Grid, Send, targets
-from warnd_channels.base import Recipient
+from warnd.domain.sending import Recipient, RecipientKind
 
 MAX_PEOPLE = 200  # one household's head count; more is a typo (a grid's total goes by SMS report)
 MAX_NOTE = 200  # what help a household needs, as the visitor typed it
@@ -123,9 +124,9 @@ def tally(marks: Iterable[Mark | None]) -> Tally:
 class Policy:
     """What a mark sets off, resolved from configuration by the caller."""
 
-    follow_up: tuple[str, ...] = ("voice", "sms")  # channels to a not-at-home household's phone
+    follow_up: tuple[str, ...] = tuple(DoorConfig().not_home_channels)  # to a not-at-home household's phone
     alarm_to: tuple[str, ...] = ("superior",)  # role names, as ladders name them (superior = township duty)
-    alarm_channels: tuple[str, ...] = ("sms",)
+    alarm_channels: tuple[str, ...] = tuple(DoorConfig().alarm_channels)
 
 
 def after_mark(previous: Mark | None, new: Mark, household: Household, grid: Grid, policy: Policy) -> Effects:
@@ -135,7 +136,7 @@ def after_mark(previous: Mark | None, new: Mark, household: Household, grid: Gri
     if new.outcome is Outcome.NOT_HOME:
         if not household.phone:
             return Effects(notes=("not at home, no phone: revisit",))
-        to = Recipient("household", household.id, household.phone, "zh-CN")
+        to = Recipient(RecipientKind.HOUSEHOLD.value, household.id, household.phone, "zh-CN")
         return Effects(tuple(Send(ch, to, "household") for ch in policy.follow_up))
     if new.outcome in ALARMING:
         about = {"grid": grid.code, "grid_name": grid.name or grid.code, "outcome": new.outcome.value,
@@ -159,7 +160,7 @@ def after_report(refused: int, needs_help: int, grid: Grid, body: str, policy: P
 
 def _alarm(grid: Grid, about: dict[str, str], policy: Policy) -> Effects:
     people = [p for p in targets(grid, list(policy.alarm_to)) if p.phone]
-    sends = tuple(Send(ch, Recipient("person", p.id, p.phone or "", p.language), "door_alarm", about)
+    sends = tuple(Send(ch, Recipient(RecipientKind.PERSON.value, p.id, p.phone or "", p.language), "door_alarm", about)
                   for p in people for ch in policy.alarm_channels)
     notes = () if people else (f"nobody found for {list(policy.alarm_to)}",)
     alarm = {"code": f"door.{about['outcome']}", **about, "told": [p.id for p in people]}

@@ -13,12 +13,9 @@ from warnd.config import Config
 from warnd.domain.directory import Person, Region, Speaker, Subscriber, with_ancestors, within
 from warnd.domain.escalation import PlannedRung, start_ladder, steps
 from warnd.domain.model import Alert, Level, MsgType, Status
+from warnd.domain.sending import Audience, Recipient, RecipientKind, reaches_public
 from warnd.domain.updates import Kept, PriorGrid, keep
-from warnd_channels.base import Recipient
 
-# Channels whose recipients are not people: webhook → subscribers, speaker → loudspeakers.
-SUBSCRIBER_CHANNELS = frozenset({"webhook"})
-DEVICE_CHANNELS = frozenset({"speaker"})
 NOT_DISSEMINATED = (Status.DRAFT, Status.SYSTEM)
 
 
@@ -27,6 +24,7 @@ class PlannedDelivery:
     channel: str
     recipient: Recipient
     grid: str | None = None  # the grid this send serves: its confirmation stops it
+    params: Mapping | None = None  # kept with the delivery: a group message's mentions
 
 
 @dataclass(frozen=True)
@@ -71,7 +69,7 @@ class PlanInput:
     people: tuple[Person, ...]  # people of those regions and of their ancestors
     subscribers: tuple[Subscriber, ...]
     prior: Prior = field(default_factory=Prior)
-    enabled_channels: frozenset[str] = frozenset()
+    channels: Mapping[str, Audience] = field(default_factory=dict)  # the enabled channels and whom they reach
     speakers: tuple[Speaker, ...] = ()  # loudspeakers in the target grids
 
 
@@ -100,15 +98,18 @@ def _route(inp: PlanInput, config: Config) -> tuple[list[PlannedDelivery], list[
         if not rule.matches(inp.level, inp.alert.status):
             continue
         for channel in rule.channels:
-            if channel not in inp.enabled_channels:
+            audience = inp.channels.get(channel)
+            if audience is None:
                 notes.append(f"channel {channel} is not enabled: skipped")
                 continue
-            if channel in SUBSCRIBER_CHANNELS:
+            if audience is Audience.SUBSCRIBER:
                 out += [PlannedDelivery(channel, _subscriber_recipient(s))
                         for s in inp.subscribers if _subscriber_wants(s, inp)]
-            elif channel in DEVICE_CHANNELS:
-                out += [PlannedDelivery(channel, Recipient("speaker", sp.id, sp.id, "zh-CN"), sp.grid)
+            elif audience is Audience.DEVICE:
+                out += [PlannedDelivery(channel, Recipient(RecipientKind.SPEAKER.value, sp.id, sp.id, "zh-CN"), sp.grid)
                         for sp in inp.speakers if sp.grid in inp.regions]
+            elif audience is Audience.GROUP:
+                out += _groups(inp, channel, rule.roles or ["grid_responsible"])
             else:
                 leaves = set(_leaf_regions(inp.regions))
                 out += [PlannedDelivery(channel, _person_recipient(p, channel), p.region if p.region in leaves else None)
@@ -136,7 +137,7 @@ def _unique(deliveries: list[PlannedDelivery] | tuple[PlannedDelivery, ...], ale
             continue
         if private and d.recipient.id not in named and d.recipient.address not in named:
             continue
-        if alert.scope == "Restricted" and d.recipient.kind == "subscriber" and d.recipient.id not in restricted_ids:
+        if alert.scope == "Restricted" and d.recipient.kind == RecipientKind.SUBSCRIBER.value and d.recipient.id not in restricted_ids:
             continue
         seen.add(key)
         out.append(d)
@@ -144,10 +145,23 @@ def _unique(deliveries: list[PlannedDelivery] | tuple[PlannedDelivery, ...], ale
 
 
 def _is_public(d: PlannedDelivery, config: Config) -> bool:
-    channel_public = getattr(config, d.channel).public if hasattr(config, d.channel) else False
-    if d.recipient.kind == "subscriber":
-        return d.recipient.public
-    return channel_public
+    return reaches_public(d.recipient, config.channel(d.channel).public)
+
+
+def _groups(inp: PlanInput, channel: str, roles: list[str]) -> list[PlannedDelivery]:
+    """A message to each target region's group on this channel (a village's, a township's),
+    mentioning the people with the rule's roles in that region and below (by mobile)."""
+    out = []
+    for code in sorted(inp.regions):
+        address = inp.regions[code].groups.get(channel)
+        if not address:
+            continue
+        mentioned = sorted({p.phone for p in inp.people
+                            if p.phone and within(p.region, code) and set(p.roles) & set(roles)})
+        out.append(PlannedDelivery(channel, Recipient(RecipientKind.GROUP.value, code, address, "zh-CN",
+                                                      mentions=tuple(mentioned)),
+                                   params={"mentions": mentioned} if mentioned else None))
+    return out
 
 
 def _subscriber_wants(s: Subscriber, inp: PlanInput) -> bool:
@@ -203,8 +217,8 @@ def _leaf_regions(regions: dict[str, Region]) -> list[str]:
 
 
 def _subscriber_recipient(s: Subscriber) -> Recipient:
-    return Recipient("subscriber", s.id, s.url, "zh-CN", s.format, s.secret, s.public)
+    return Recipient(RecipientKind.SUBSCRIBER.value, s.id, s.url, "zh-CN", s.format, s.secret, s.public)
 
 
 def _person_recipient(p: Person, channel: str) -> Recipient:
-    return Recipient("person", p.id, p.phone or "", p.language)
+    return Recipient(RecipientKind.PERSON.value, p.id, p.phone or "", p.language)

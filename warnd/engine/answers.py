@@ -15,7 +15,9 @@ from warnd.clock import Clock
 from warnd.config import Config
 from warnd.engine.liaison import liaison_report
 from warnd.domain.confirmation import Kind, OpenItem, ReplyDecision, confirmable, interpret_reply, key_press_answer
+from warnd.domain.sending import InboundKind
 from warnd.store.confirmations import ConfirmationStore, Inbound, Sender
+from warnd_channels.registry import SPECS
 
 
 @dataclass(frozen=True)
@@ -62,13 +64,21 @@ class Answers:
     def backups_confirm(self) -> bool:
         return self.config.confirmation.backups_confirm_first_wave
 
+    def channel_for(self, kind: InboundKind) -> str:
+        """The channel an answer of this kind came by when the caller did not say: the first
+        enabled one that takes such answers (tools and tests name none)."""
+        enabled = set(self.config.enabled_channels())
+        takers = [name for name, spec in SPECS.items() if spec.takes(kind)]
+        return next((name for name in takers if name in enabled), takers[0])
+
     async def sms_reply(self, from_number: str, body: str, provider_ref: str | None,
-                        received_at: datetime | None = None) -> Answer:
+                        received_at: datetime | None = None, channel: str | None = None) -> Answer:
         """A reply, now (the webhook) or at `received_at` (fetched from the provider's log
         after a restart: it answers what was open then, and is late or not by that time).
         A door-to-door walker's count ("已转移12人") is their list's report, not a reply."""
+        channel = channel or self.channel_for(InboundKind.REPLIES)
         report = await liaison_report(self.store.db, self.config, from_number, body, provider_ref,
-                                      received_at or self.clock.now())
+                                      received_at or self.clock.now(), channel)
         if report is not None:
             return Answer(report.decision, report.language, report.replayed)
         people = await self.store.senders(from_number)
@@ -80,14 +90,14 @@ class Answers:
         person = next(iter(by.values()), None) or (ids[0] if ids else None)
         confirming = decision.kind is Kind.CONFIRM
         changed = await self.store.answer(
-            Inbound(received_at or self.clock.now(), "sms", from_number, body, person, provider_ref=provider_ref),
+            Inbound(received_at or self.clock.now(), channel, from_number, body, person, provider_ref=provider_ref),
             list(decision.confirmation_ids),
             lambda n: ("confirmed" if n else "repeated") if confirming else decision.kind.value, confirm=confirming,
             answered_by=by)
         return Answer(decision, people[0].language if people else "zh-CN", replayed=changed is None)
 
     async def key_press(self, delivery_id: int, digits: str, from_number: str,
-                        call_ref: str | None) -> KeyPress | None:
+                        call_ref: str | None, channel: str | None = None) -> KeyPress | None:
         """A digit pressed on a warning call; "1" confirms what the callee was asked in that
         warning (their grid; a grid whose rung called them). None when this call's key press
         was applied before."""
@@ -101,7 +111,8 @@ class Answers:
             # "1" with nothing open (confirmed before, by any means) still counts as confirmed
             kind = Kind.NOT_ASKED if items and not chosen else Kind.CONFIRM
         outcome = (lambda n: "confirmed" if n else "repeated") if kind is Kind.CONFIRM else (lambda n: kind.value)
-        changed = await self.store.answer(Inbound(self.clock.now(), "voice", from_number, digits, person,
+        channel = channel or self.channel_for(InboundKind.KEY_PRESSES)
+        changed = await self.store.answer(Inbound(self.clock.now(), channel, from_number, digits, person,
                                                   delivery_id, call_ref), ids, outcome)
         if changed is None:
             return None

@@ -48,14 +48,13 @@ from warnd.engine.metrics import Metrics
 from warnd.engine.ratelimit import SharedRate
 from warnd.store.deliveries import Applied, Claimed, DeliveryStore
 from warnd.store.rate_limits import LimitStore, Refusal
-from warnd_channels.base import Channel, Message, Outcome, Recipient, SendResult
+from warnd.domain.sending import DRILL_PUBLIC, Channel, Message, Outcome, Recipient, SendResult, drill_blocked
+from warnd_channels.registry import SPECS
 
 log = logging.getLogger("warnd.dispatcher")
 DEADLINE_MARGIN = 5.0  # seconds a send may run past the channel's own timeout before it is cancelled
 WATCH_SECONDS = 1.0  # how often sends are checked against that deadline
 FLUSH_SECONDS = 0.02  # results not taken along by a claim wait at most two of these
-# Results that need a person, not a retry: the provider refused our credentials.
-ALARM_CODES = frozenset({"twilio.20003"})
 HAND_RETRY_SECONDS = 0.5  # a handed mark that could not be written is tried again after this
 WARNINGS_KEPT = 256  # parsed warnings the senders keep at hand (the AlertCache holds as many)
 # Young-generation collections: the default (700 allocations) runs one every few sends
@@ -120,7 +119,7 @@ class Dispatcher:
                                                       self.config.dispatcher.batch_size))
             rate = SharedRate(name, cfg.rate_per_second, self._reserver(name, cfg.rate_per_second))
             self._rates.append(rate)
-            if not self.channels[name].dedupes:
+            if not SPECS[name].dedupes:
                 self._handing[name] = Handing(lambda ids: self.store.hand(ids))
             self._senders += [asyncio.create_task(self._sender(name, lane, rate), name=f"send-{name}")
                               for _ in range(cfg.concurrency)]
@@ -230,8 +229,8 @@ class Dispatcher:
         cfg = self.config.channel(name)
         retry = cfg.retry
         refused_free = cfg.refused_free_minutes * 60
+        public = cfg.public
         me = asyncio.current_task()
-        sending, overdue = lane.sending, lane.overdue
         observe = self.metrics.child(self.metrics.send_seconds, name).observe
         clock = self.clock
         batch_size = self.config.dispatcher.batch_size
@@ -249,23 +248,16 @@ class Dispatcher:
                 if known is None:
                     known = await self._warning(row.warning_id)
                 message = self._message(row, *known)
-                rendered = channel.render(message)
-                cost = send_cost(rendered.content_type)  # an SMS: its segments
-                rate.charge(cost - 1)
-                if handing is not None and not await self._handed(handing, lane, rate, row, cost, admitted_at):
-                    continue
-                t0 = sending[me] = time.monotonic()
-                try:
-                    result = await channel.send(message, rendered)
-                except asyncio.CancelledError:
-                    if me not in overdue:  # not the watchdog's doing
-                        raise
-                    overdue.discard(me)
-                    me.uncancel()
-                    result = SendResult(Outcome.RETRY, "timeout", detail="channel did not return in time")
-                finally:
-                    del sending[me]
-                observe(time.monotonic() - t0)
+                if drill_blocked(message.alert, message.recipient, public):  # planning decided; checked once more
+                    rate.give_back()
+                    result = DRILL_PUBLIC
+                else:
+                    rendered = channel.render(message)
+                    cost = send_cost(rendered.content_type)  # an SMS: its segments
+                    rate.charge(cost - 1)
+                    if handing is not None and not await self._handed(handing, lane, rate, row, cost, admitted_at):
+                        continue
+                    result = await self._send(channel, message, rendered, lane, me, observe)
             except Exception as exc:  # noqa: BLE001 - a broken template or warning must not stop the loop
                 log.exception("render or send failed", extra={"delivery": row.id})
                 result = SendResult(Outcome.FAILED, "internal", detail=f"{type(exc).__name__}: {exc}")
@@ -286,6 +278,25 @@ class Dispatcher:
             results.append(Applied(row.id, row.attempts, started, finished, decision, result.provider_ref))
             if len(results) >= batch_size:
                 self._flush_now.set()
+
+    @staticmethod
+    async def _send(channel: Channel, message: Message, rendered, lane: "Lane", me: asyncio.Task,  # noqa: ANN001
+                    observe: Callable[[float], None]) -> SendResult:
+        """One send, timed; one the watchdog cancelled counts as a timeout."""
+        sending, overdue = lane.sending, lane.overdue
+        t0 = sending[me] = time.monotonic()
+        try:
+            result = await channel.send(message, rendered)
+        except asyncio.CancelledError:
+            if me not in overdue:  # not the watchdog's doing
+                raise
+            overdue.discard(me)
+            me.uncancel()
+            result = SendResult(Outcome.RETRY, "timeout", detail="channel did not return in time")
+        finally:
+            del sending[me]
+        observe(time.monotonic() - t0)
+        return result
 
     async def _handed(self, handing: "Handing", lane: "Lane", rate: SharedRate, row: Claimed, cost: int,
                       admitted_at: float | None) -> bool:
@@ -321,7 +332,7 @@ class Dispatcher:
     def _count(self, name: str, result: SendResult, state: State, row: Claimed) -> None:
         metrics = self.metrics
         metrics.child(metrics.results, name, result.outcome.value, result.code).inc()
-        if result.code in ALARM_CODES:
+        if result.operator:
             metrics.child(metrics.alarms, result.code).inc()
             log.error("operator alarm: provider refused credentials", extra={
                 "alarm": True, "code": result.code, "channel": name, "delivery": row.id})
@@ -336,8 +347,9 @@ class Dispatcher:
         return known
 
     def _message(self, row: Claimed, cached: CachedAlert, code: str) -> Message:
+        mentions = tuple(row.params.get("mentions", ())) if row.params else ()
         recipient = Recipient(row.recipient_kind, row.recipient_id, row.address, row.language,
-                              row.format or "cap", row.secret or "", bool(row.public))
+                              row.format or "cap", row.secret or "", bool(row.public), mentions)
         return Message(row.id, row.warning_id, cached.alert, cached.cap_xml, Level(row.priority),
                        recipient, row.attempts, row.created_at, row.must_confirm, code, row.purpose,
                        self.link_for(row), row.params if row.purpose in ("door_ask", "door_alarm") else None)

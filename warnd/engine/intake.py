@@ -27,8 +27,10 @@ from warnd.domain.planning import Plan, PlanInput, Prior, plan
 from warnd.engine.alerts import AlertCache
 from warnd.engine.metrics import Metrics
 from warnd.ingest.validate import parse_warning
+from warnd.domain.sending import Audience
 from warnd.store.directory import DirectoryStore
 from warnd.store.warnings import Decided, Submitted, WarningStore
+from warnd_channels.registry import audiences
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class Intake:
         self.alerts = alerts
         self.metrics = metrics
         self.enabled_channels = enabled_channels
+        self.audiences = audiences(enabled_channels)  # whom each reaches, for the planner
         self.on_commit = on_commit  # wakes the dispatcher
 
     async def check(self, body: bytes, content_type: str, scope: Scope, *, record: bool = True) -> Checked:
@@ -202,11 +205,11 @@ class Intake:
         people = tuple(await self.directory.people_in(sorted(with_ancestors(targets.regions)), None))
         subscribers = tuple(await self.directory.active_subscribers())
         speakers = tuple(await self.directory.speakers_in(sorted(targets.regions))) \
-            if "speaker" in self.enabled_channels else ()
+            if Audience.DEVICE in self.audiences.values() else ()
 
         def planner(prior: Prior):  # noqa: ANN202
             return plan(PlanInput(alert, level, self.clock.now(), targets.codes, targets.regions, people,
-                                  subscribers, prior, self.enabled_channels, speakers), self.config)
+                                  subscribers, prior, self.audiences, speakers), self.config)
         return planner
 
     def _published(self, warning_id: int, parsed: ParsedAlert) -> None:

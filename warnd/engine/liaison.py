@@ -12,7 +12,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from warnd.config import ChannelConfig, Config
+from warnd.config import Config
 from warnd.domain.confirmation import Kind, ReplyDecision
 from warnd.domain.households import Policy
 from warnd.domain.liaison_report import Candidate, Report, choose, parse_report
@@ -46,18 +46,17 @@ def door_policy(config: Config, channels: Collection[str]) -> Policy:
 
 
 def enabled_channels(config: Config) -> set[str]:
-    return {name for name in type(config).model_fields
-            if isinstance(value := getattr(config, name), ChannelConfig) and value.enabled}
+    return set(config.enabled_channels())
 
 
 async def liaison_report(db: Database, config: Config, from_number: str, body: str, provider_ref: str | None,
-                         at: datetime) -> LiaisonAnswer | None:
+                         at: datetime, channel: str) -> LiaisonAnswer | None:
     """Record `body` as a report of the sender's list, and the answer to send; None when it is no report
     or the sender walks no list (then it is an ordinary reply)."""
     report = parse_report(body)
     if report is None:
         return None
-    store = DoorReportStore(db)
+    store = DoorReportStore(db, channel)
     people = await store.people_by_phone(from_number)
     ids = [p for p, _ in people]
     walked = await store.walked_by(ids, at - timedelta(days=config.link_days), at)

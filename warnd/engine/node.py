@@ -38,15 +38,12 @@ from warnd.store.queries import Queries
 from warnd.store.tokens import TokenStore
 from warnd.store.users import UserStore
 from warnd.store.warnings import WarningStore
-from warnd_channels.base import Channel
-from warnd_channels.twilio_common import ProviderSend, pick, send_window
-from warnd_channels.registry import build_channels
+from warnd.domain.sending import (Answered, Audience, Channel, InboundKind, KeyPress, ProviderSend, Receipt, ReceiptState,
+                                  Reply, pick, send_window)
+from warnd_channels.registry import SPECS, build_channels
 
 log = logging.getLogger("warnd.node")
-CALLBACK_PATHS = {"sms-status": "/twilio/sms/status", "voice-status": "/twilio/voice/status",
-                  "voice-gather": "/twilio/voice/gather"}
 CALLBACK_VALIDITY = timedelta(days=7)
-ATTEMPT_KINDS = frozenset({"sms-status", "voice-status"})  # callbacks that name the attempt they are about
 LINK_PATHS = {"confirm": "c", "call-list": "d"}
 CATCH_UP_MARGIN = timedelta(minutes=1)  # replies fetched from before the newest one recorded
 CATCH_UP_MAX_WAIT = 300.0  # seconds: a failed catch-up is asked again at most this far apart
@@ -77,7 +74,7 @@ class Node:
                                      self.metrics, self.link_for)
         self.escalation = EscalationStore(self.db, self.clock, self.incarnation)
         self.coverage = CoverageStore(self.db)
-        self.speakers = SpeakerStore(self.db, self.clock, config)
+        self.speakers = SpeakerStore(self.db, self.clock, config, next(iter(self.devices), None))
         self.receipts = Receipts(self.deliveries, config, self.clock, self.metrics, self.dispatcher.wake)
         self.answers = Answers(ConfirmationStore(self.db), config, self.clock)
         self.intake = Intake(config, self.clock, self.directory, WarningStore(self.db, self.clock),
@@ -95,10 +92,9 @@ class Node:
         await self.nodes.register(self.incarnation, self.config.node_name)
         await self.recover()
         await self.expire()
-        for channel in self.channels.values():
-            start = getattr(channel, "start", None)  # channels with an inbound stream (MQTT acks)
-            if start is not None:
-                await start(self)
+        for name, channel in self.channels.items():
+            if SPECS[name].stream:  # its own inbound stream (MQTT acks), reported to this node
+                await channel.start(self)
         if dispatch:
             await self.dispatcher.start()
         # after the dispatcher (a slow provider list holds back no send), before any
@@ -111,42 +107,58 @@ class Node:
                              (self.refresh_metrics, 5.0),
                              (self.reconcile, sweeps.reconcile_seconds), (self.remind_approvals, 30.0),
                              (self.users.purge_sessions, 3600.0), (self.retry_catch_up, sweeps.recover_seconds),
-                             *(((self.watch_speakers, sweeps.speaker_seconds),) if "speaker" in self.channels else ())):
+                             *(((self.watch_speakers, sweeps.speaker_seconds),) if self.devices else ())):
             self.sweeps.every(seconds, job)
         self.started = True
         log.info("node started", extra={"node": self.incarnation, "channels": sorted(self.channels)})
 
+    @property
+    def devices(self) -> list[str]:
+        """The enabled channels that reach devices (loudspeakers)."""
+        return [name for name in self.channels if SPECS[name].audience is Audience.DEVICE]
+
     async def catch_up_replies(self) -> int:
-        """Apply the SMS replies the provider received while warnd was down (or its webhook
-        failed), from its message log: since the newest reply warnd had recorded (a minute's
-        margin: Twilio's dates are whole seconds), at most `twilio.catch_up_hours` back.
-        Each is applied once (its MessageSid), at the time it was received, oldest first. A
-        lookup that fails is logged, the start goes on (the webhook works meanwhile) and the
-        recover sweep asks again until one succeeds. Returns how many were new."""
-        fetch = getattr(self.channels.get("sms"), "replies_since", None)
+        """Apply the replies providers received while warnd was down (or its webhook failed),
+        from their message logs, for each channel that can read them: since the newest reply
+        warnd had recorded for it (a minute's margin: providers' dates are whole seconds), at
+        most `twilio.catch_up_hours` back. Each is applied once (its provider id), at the time
+        it was received, oldest first. A lookup that fails is logged, the start goes on (the
+        webhook works meanwhile) and the recover sweep asks again until one succeeds.
+        Returns how many were new."""
         hours = self.config.twilio.catch_up_hours
-        if fetch is None or not hours:
+        readers = [name for name in self.channels if SPECS[name].replies_lookup]
+        if not readers or not hours:
             self.caught_up = True
             return 0
+        applied, failed = 0, False
+        for name in readers:
+            found = await self._catch_up(name, hours)
+            failed |= found is None
+            applied += found or 0
+        self.caught_up = not failed
+        return applied
+
+    async def _catch_up(self, name: str, hours: float) -> int | None:
         now = self.clock.now()
         since = now - timedelta(hours=hours)  # nothing recorded yet: the whole window
-        newest = await self.answers.store.newest_provider_inbound("sms")
+        newest = await self.answers.store.newest_provider_inbound(name)
         if newest is not None:
             since = max(since, newest - CATCH_UP_MARGIN)
-        replies = await fetch(provider_time(self.clock, since))
+        replies = await self.channels[name].replies_since(provider_time(self.clock, since))
         if replies is None:  # logged by the channel; the recover sweep asks again
-            return 0
-        self.caught_up = True
+            return None
         applied = 0
         for reply in sorted(replies, key=lambda r: r.received_at):
             answer = await self.answers.sms_reply(reply.from_number, reply.body, reply.sid,
-                                                  received_at=min(clock_time(self.clock, reply.received_at), now))
+                                                  received_at=min(clock_time(self.clock, reply.received_at), now),
+                                                  channel=name)
             if not answer.replayed:
                 applied += 1
-                self.metrics.answers.labels("sms", answer.decision.kind.value).inc()
+                self.metrics.answers.labels(name, answer.decision.kind.value).inc()
         if applied:
-            log.warning("sms replies received while warnd was down applied",
-                        extra={"replies": applied, "listed": len(replies), "since": since.isoformat()})
+            log.warning("replies received while warnd was down applied",
+                        extra={"channel": name, "replies": applied, "listed": len(replies),
+                               "since": since.isoformat()})
         return applied
 
     async def retry_catch_up(self) -> None:
@@ -184,18 +196,21 @@ class Node:
         await self.db.close()
         self.started = False
 
-    def callback_url(self, kind: str, delivery_id: int) -> str:
-        """An absolute provider callback URL carrying the delivery id, signed for that purpose only.
+    def callback_url(self, purpose: str, delivery_id: int) -> str:
+        """An absolute provider callback URL carrying the delivery id, signed for that purpose
+        only ("<channel>-<kind>", e.g. "sms-status": `/providers/sms/status`).
 
-        A status callback's also names the attempt being sent ("<id>.<attempt>"): a callback
+        A receipt callback's also names the attempt being sent ("<id>.<attempt>"): a callback
         that overtakes its send's result carries no SID warnd knows yet, and the attempt
         alone tells it from a late one of the call before (see DeliveryStore.receipts).
         Without a claim of this process in flight (tools, tests) it is the delivery id alone,
         as URLs were before: those are still honoured, matched by SID only."""
-        attempt = self.deliveries.sending_attempt(delivery_id) if kind in ATTEMPT_KINDS else None
+        channel, _, kind = purpose.partition("-")
+        receipts = SPECS[channel].inbound[kind].kind is InboundKind.RECEIPTS
+        attempt = self.deliveries.sending_attempt(delivery_id) if receipts else None
         value = str(delivery_id) if attempt is None else f"{delivery_id}.{attempt}"
-        token = sign(self.secret_key, kind, value, self.clock.now() + CALLBACK_VALIDITY)
-        return f"{self.config.public_base_url.rstrip('/')}{CALLBACK_PATHS[kind]}?d={token}"
+        token = sign(self.secret_key, purpose, value, self.clock.now() + CALLBACK_VALIDITY)
+        return f"{self.config.public_base_url.rstrip('/')}/providers/{channel}/{kind}?d={token}"
 
     def link_url(self, kind: str, value: str) -> str:
         """A signed, expiring link for people: "confirm" (/c/…) or "call-list" (/d/…)."""
@@ -205,7 +220,7 @@ class Node:
     def link_for(self, row: Claimed) -> str:
         if row.purpose in ("door_to_door", "door_alarm") and row.params and "list_id" in row.params:
             return self.link_url("call-list", str(row.params["list_id"]))
-        if row.must_confirm and row.channel == "sms" and self.config.sms.confirm_link:
+        if row.must_confirm and SPECS[row.channel].confirm_by_text and self.config.channel(row.channel).confirm_link:
             return self.link_url("confirm", f"{row.warning_id}/{row.recipient_id}")
         return ""
 
@@ -238,10 +253,30 @@ class Node:
                 log.error("operator alarm: warning waits for approval", extra={"alarm": True, "warning": warning_id,
                                                                                "minutes": minutes})
 
-    # ReceiptSink: what channels with their own inbound stream report.
-    async def receipt(self, channel: str, delivery_id: int, state: str, code: str,
-                      provider_ref: str | None, detail: str = "") -> None:
-        await self.receipts.apply(channel, delivery_id, state, code, provider_ref, detail)
+    # InboundSink: what channels report from their providers (the generic route, MQTT).
+    async def receipt(self, channel: str, delivery_id: int | None, receipt: Receipt,
+                      attempt: int | None = None) -> bool:
+        if delivery_id is None:  # a receipt no delivery of ours is named in: nothing to settle
+            log.info("receipt for no delivery", extra={"channel": channel, "code": receipt.code,
+                                                       "sid": receipt.provider_ref})
+            return False
+        return await self.receipts.apply(channel, delivery_id, receipt.state, receipt.code,
+                                         receipt.provider_ref or None, receipt.detail, attempt)
+
+    async def reply(self, channel: str, reply: Reply) -> Answered:
+        answer = await self.answers.sms_reply(reply.from_address, reply.body, reply.provider_ref or None,
+                                              received_at=reply.received_at, channel=channel)
+        self.metrics.answers.labels(channel, "replayed" if answer.replayed else answer.decision.kind.value).inc()
+        return Answered(answer.text, answer.language, answer.replayed)
+
+    async def key_press(self, channel: str, press: KeyPress) -> Answered:
+        pressed = await self.answers.key_press(press.delivery_id, press.digits, press.from_address,
+                                               press.provider_ref, channel=channel)
+        if pressed is None:  # this call's key press was applied before
+            self.metrics.answers.labels(channel, "replayed").inc()
+            return Answered("", replayed=True)
+        self.metrics.answers.labels(channel, pressed.kind.value).inc()
+        return Answered(pressed.text, pressed.language)
 
     async def presence(self, device_id: str, online: bool, detail: str = "") -> None:
         await self.speakers.set_presence(device_id, online, detail)
@@ -270,7 +305,7 @@ class Node:
         """Claims of dead processes (an earlier life of this node, a node that stopped or stopped
         beating, a lease run out): unsent ones go out again at once, see DeliveryStore.recover."""
         dead = await self.nodes.dead_with_claims(self.config.dispatcher.takeover_seconds, self.incarnation)
-        dedupe = {name for name, ch in self.channels.items() if ch.dedupes}
+        dedupe = {name for name in self.channels if SPECS[name].dedupes}
         counts = await self.deliveries.recover(self.config.node_name, dedupe, dead)
         for fate, n in counts.items():
             if n:
@@ -286,7 +321,7 @@ class Node:
         looked up in Twilio's lists, per number: found → settled from its status, never sent
         again; not found → sent again at once; lookup failed → asked again next sweep (the
         first failure ends this one: Twilio is down or slow)."""
-        lookup = {name: ch for name, ch in self.channels.items() if hasattr(ch, "find")}
+        lookup = {name: ch for name, ch in self.channels.items() if SPECS[name].status_lookup}
         if not lookup:
             return
         now, twilio = self.clock.now(), self.config.twilio
@@ -326,10 +361,10 @@ class Node:
             if send is None or not await self.deliveries.found_at_provider(row.id, send.sid):
                 continue
             receipt = send.receipt
-            if receipt.state != "sent":  # its final status: as if its callback had come
+            if receipt.state != ReceiptState.SENT:  # its final status: as if its callback had come
                 await self.receipts.apply(channel, row.id, receipt.state, receipt.code, send.sid, receipt.detail,
                                           row.attempts)
-            self.metrics.reconciled.labels(channel, receipt.state).inc()
+            self.metrics.reconciled.labels(channel, ReceiptState(receipt.state).value).inc()
         missing = [row.id for row in group if picked[row.id] is None]
         if await self.deliveries.not_at_provider(missing):
             self.metrics.recovered.labels("not_at_provider").inc(len(missing))
@@ -341,7 +376,7 @@ class Node:
         """The last resort (twilio.resend_uncertain_after_seconds), only for channels that do
         not de-duplicate and cannot be looked up at their provider: none ship today."""
         quiet = self.config.twilio.resend_uncertain_after_seconds
-        blind = sorted(name for name, ch in self.channels.items() if not ch.dedupes and not hasattr(ch, "find"))
+        blind = sorted(name for name in self.channels if not SPECS[name].dedupes and not SPECS[name].status_lookup)
         if quiet is None or not blind:
             return
         n = await self.deliveries.resend_uncertain(blind, self.clock.now() - timedelta(seconds=quiet))
@@ -356,7 +391,7 @@ class Node:
         Twilio posts each status once; one posted while warnd was down or unreachable
         is lost, and without this its delivery would stay `sent` for good.
         """
-        lookup = {name: ch for name, ch in self.channels.items() if hasattr(ch, "status")}
+        lookup = {name: ch for name, ch in self.channels.items() if SPECS[name].status_lookup}
         if not lookup:
             return
         now = self.clock.now()
@@ -373,12 +408,12 @@ class Node:
             for (delivery_id, channel, _, attempt), receipt in zip(chunk, found):
                 if receipt is None:  # not looked up: first in line next time
                     continue
-                if receipt.state == "sent":
+                if receipt.state == ReceiptState.SENT:
                     waiting.append(delivery_id)
                     continue
                 await self.receipts.apply(channel, delivery_id, receipt.state, receipt.code,
                                           receipt.provider_ref, receipt.detail, attempt)
-                self.metrics.reconciled.labels(channel, receipt.state).inc()
+                self.metrics.reconciled.labels(channel, ReceiptState(receipt.state).value).inc()
                 settled += 1
             if any(receipt is None for receipt in found):
                 break

@@ -17,7 +17,7 @@ from warnd.domain.delivery import State, decide
 from warnd.engine.metrics import Metrics
 from warnd.grouping import Grouped
 from warnd.store.deliveries import DeliveryStore, Receipt
-from warnd_channels.base import Outcome, SendResult
+from warnd.domain.sending import Outcome, ReceiptState, SendResult
 
 log = logging.getLogger("warnd.receipts")
 STATES = {"delivered": State.DELIVERED, "failed": State.FAILED}
@@ -39,6 +39,7 @@ class Receipts:
 
         `attempt`: the one the receipt is about, when known (signed into the callback URL);
         the receipt changes nothing unless it is still the delivery's current attempt."""
+        state = ReceiptState(state).value  # an enum member or its value
         if state == "sent":
             return False  # nothing new: the dispatcher already recorded the send
         if state == "retry":

@@ -4,7 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from warnd.engine.node import Node
-from warnd.http import coverage_api, directory_api, ops_api, tokens_api, twilio_api, warnings_api
+from warnd.http import coverage_api, directory_api, ops_api, providers_api, tokens_api, warnings_api
 from warnd.http import call_lists_api, pages, session_api
 from warnd.http import audit_api
 from warnd.http import inbound_api, rollups_api
@@ -24,7 +24,7 @@ def build_app(node: Node) -> web.Application:
     app[NODE] = node
     app[METRICS] = node.metrics
     app.add_routes(ops_api.routes() + warnings_api.routes() + directory_api.routes()
-                   + twilio_api.routes(frozenset(node.channels))
+                   + providers_api.routes(frozenset(node.channels))
                    + coverage_api.routes() + tokens_api.routes())
     app.add_routes(pages.routes() + call_lists_api.routes() + session_api.routes())
     app.add_routes(audit_api.routes())

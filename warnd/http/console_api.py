@@ -33,7 +33,8 @@ from warnd.http.keys import NODE
 from warnd.http.responses import read_body, json_ok
 from warnd.http.warnings_api import may_read
 from warnd.store.schema import approvals, households, people, warnings
-from warnd_channels.base import Message, Recipient
+from warnd.domain.sending import AUDIENCE_KIND, Message, Recipient
+from warnd_channels.registry import SPECS
 
 CHUNK = 500  # values per IN (…) list
 MAX_QUEUE = 200  # approval queue rows in one answer
@@ -162,12 +163,13 @@ def _channel_json(node: Node, name: str, planned: list[PlannedDelivery], checked
 
     SMS recipients get texts of different length (a language, 回复1确认 and a signed link
     for those who must confirm): one render per (language, must confirm), counted per group."""
-    channel = node.channels[name]
+    channel, spec = node.channels[name], SPECS[name]
+    texts = spec.confirm_by_text  # texts people read: by language, link, and counted in segments
     rate = node.config.channel(name).rate_per_second
 
     def render(recipient: Recipient, must_confirm: bool):  # noqa: ANN202 - a Rendered
         link = ""
-        if must_confirm and name == "sms" and node.config.sms.confirm_link:
+        if must_confirm and texts and node.config.channel(name).confirm_link:
             link = _unsigned(node.link_url("confirm", f"{next_id}/{recipient.id}"))
         # A negative id of its own: never a real warning's, so no channel's render cache
         # (keyed by warning) hands back another draft's text.
@@ -178,23 +180,22 @@ def _channel_json(node: Node, name: str, planned: list[PlannedDelivery], checked
     groups: dict[tuple[str, bool], list[PlannedDelivery]] = defaultdict(list)
     for d in planned:
         must = d.recipient.kind == "person" and d.recipient.id in confirmers
-        groups[(d.recipient.language if name == "sms" else "", must)].append(d)
+        groups[(d.recipient.language if texts else "", must)].append(d)
     counted = []
     for (_, must), members in groups.items():
-        segments = _segments(render(members[0].recipient, must)) if name == "sms" else 1
+        segments = _segments(render(members[0].recipient, must)) if texts else 1
         counted.append(Group(len(members), segments))
     sample_must = any(must for (_, must) in groups)
     sample = next((d.recipient for d in planned if d.recipient.language == SAMPLE_LANGUAGE
                    and (d.recipient.kind == "person" and d.recipient.id in confirmers) == sample_must), None)
     if sample is None:
-        kind = {"webhook": "subscriber", "speaker": "speaker"}.get(name, "person")
-        sample = Recipient(kind, "preview", "preview", SAMPLE_LANGUAGE)
+        sample = Recipient(AUDIENCE_KIND[spec.audience].value, "preview", "preview", SAMPLE_LANGUAGE)
     sample = Recipient(sample.kind, sample.id, sample.address, SAMPLE_LANGUAGE, sample.format)
     shown = render(sample, sample_must)
     result = estimate(name, counted, rate)
-    segments = 1 if name != "sms" else result.segments if planned else _segments(shown)
+    segments = 1 if not texts else result.segments if planned else _segments(shown)
     return ({"channel": name, "recipients": result.recipients, "segments": segments,
-             "encoding": _params(shown.content_type).get("encoding") if name == "sms" else None,
+             "encoding": _params(shown.content_type).get("encoding") if texts else None,
              "messages": result.messages,
              "rate_per_second": rate, "seconds": result.seconds,
              "text": shown.text, "content_type": shown.content_type, "must_confirm": sample_must}, result)

@@ -14,7 +14,13 @@ from warnd.http.auth import scope_of
 from warnd.http.keys import NODE
 from warnd.http.params import whole_number
 from warnd.http.responses import json_ok
-from warnd.store.confirmations import INBOUND_CHANNELS
+from warnd.domain.sending import InboundKind
+from warnd_channels.registry import SPECS
+
+# What answers arrive by: channels that take replies or key presses, links, operators.
+INBOUND_CHANNELS = (*(name for name, spec in SPECS.items()
+                      if spec.takes(InboundKind.REPLIES) or spec.takes(InboundKind.KEY_PRESSES)),
+                    "link", "operator")
 
 LIMIT, MAX_LIMIT = 100, 1000
 

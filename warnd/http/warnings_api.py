@@ -13,7 +13,8 @@ from warnd.http.auth import scope_of
 from warnd.http.keys import NODE
 from warnd.http.params import whole_number
 from warnd.http.responses import json_object, json_ok, read_body
-from warnd_channels.base import Message, Recipient
+from warnd.domain.sending import Audience, Message, Recipient
+from warnd_channels.registry import SPECS
 
 
 async def submit(request: web.Request) -> web.Response:
@@ -70,12 +71,18 @@ async def list_all(request: web.Request) -> web.Response:
     return json_ok({"items": items})
 
 
+def _default_preview(channels) -> str:  # noqa: ANN001
+    """Without ?channel=: the first enabled channel to downstream systems, else the first enabled."""
+    names = list(channels)
+    return next((n for n in names if SPECS[n].audience is Audience.SUBSCRIBER), names[0] if names else "")
+
+
 async def preview(request: web.Request) -> web.Response:
     """What a channel would send for this warning: text, and for SMS its segment count (its cost)."""
     node = request.app[NODE]
     scope = await scope_of(request)
     warning_id = whole_number(request.match_info["id"], "id")
-    name = request.query.get("channel", "webhook")
+    name = request.query.get("channel") or _default_preview(node.channels)
     channel = node.channels.get(name)
     if channel is None:
         raise error("request.invalid", "channel", f"channel {name} is not enabled", f"渠道 {name} 未启用")

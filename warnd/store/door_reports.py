@@ -51,8 +51,9 @@ def _summed(rows) -> int:  # noqa: ANN001 - rows of (moved_people, cumulative), 
 
 
 class DoorReportStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, channel: str) -> None:
         self.db = db
+        self.channel = channel  # the channel the reports arrive by (recorded with each)
 
     async def people_by_phone(self, phone: str) -> list[tuple[str, str]]:
         """(person id, language) of everyone with this number."""
@@ -86,13 +87,15 @@ class DoorReportStore:
                                provider_ref: str | None) -> bool:
         """A report that names no list of several: kept as `ambiguous`. False when replayed."""
         async with self.db.write() as conn:
-            return await _inbound(conn, self.db, at, from_number, body, person_id, provider_ref, "ambiguous",
+            return await _inbound(conn, self.db, self.channel, at, from_number, body, person_id, provider_ref,
+                                  "ambiguous",
                                   []) is not None
 
     async def record(self, walked: Walked, report: Report, at: datetime, from_number: str, body: str,
                      person_id: str | None, provider_ref: str | None, policy: Policy) -> Recorded:
         async with self.db.write() as conn:
-            inbound_id = await _inbound(conn, self.db, at, from_number, body, person_id, provider_ref, "reported",
+            inbound_id = await _inbound(conn, self.db, self.channel, at, from_number, body, person_id, provider_ref,
+                                        "reported",
                                         [walked.confirmation_id])
             if inbound_id is None:
                 return Recorded(replayed=True)
@@ -133,13 +136,14 @@ async def reported_by_list(conn: AsyncConnection, list_ids: list[int]) -> dict[i
             for lid, rs in rows.items()}
 
 
-async def _inbound(conn: AsyncConnection, db: Database, at: datetime, from_number: str, body: str,
+async def _inbound(conn: AsyncConnection, db: Database, channel: str, at: datetime, from_number: str, body: str,
                    person_id: str | None, provider_ref: str | None, outcome: str, ids: list[int]) -> int | None:
-    """The SMS as every answer is recorded (有叫有应有记录); None when (sms, MessageSid) is already there.
+    """The text as every answer is recorded (有叫有应有记录); None when (channel, its provider id) is
+    already there.
     ON CONFLICT DO NOTHING, as ConfirmationStore records answers: no error aborts the transaction."""
     i = inbound.c
     insert = (sqlite.insert if db.is_sqlite else postgresql.insert)(inbound).values(
-        at=at, channel="sms", from_address=from_number, body=body[:2000], outcome=outcome, confirmation_ids=ids,
+        at=at, channel=channel, from_address=from_number, body=body[:2000], outcome=outcome, confirmation_ids=ids,
         person_id=person_id, provider_ref=provider_ref)
     return (await conn.execute(insert.on_conflict_do_nothing(index_elements=[i.channel, i.provider_ref])
                                .returning(i.id))).scalar()

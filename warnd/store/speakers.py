@@ -11,9 +11,11 @@ from warnd.config import Config
 from warnd.domain.delivery import State
 from warnd.domain.escalation import snapshot
 from warnd.domain.model import Level
+from warnd.domain.sending import Audience, RecipientKind
 from warnd.store.database import Database
 from warnd.store.escalation import write_ladder
 from warnd.store.schema import attempts, confirmations, deliveries, speaker_presence, warnings
+from warnd_channels.registry import SPECS
 
 WAITING = [s.value for s in (State.PENDING, State.SENDING, State.SENT, State.UNCERTAIN)]
 
@@ -33,10 +35,12 @@ def silent(since: datetime) -> sa.ColumnElement[bool]:
 
 
 class SpeakerStore:
-    def __init__(self, db: Database, clock: Clock, config: Config) -> None:
+    def __init__(self, db: Database, clock: Clock, config: Config, channel: str | None = None) -> None:
         self.db = db
         self.clock = clock
         self.config = config
+        # the channel that reaches loudspeakers (its deliveries are the ones watched and replayed)
+        self.channel = channel or next(n for n, s in SPECS.items() if s.audience is Audience.DEVICE)
 
     async def set_presence(self, speaker_id: str, online: bool, detail: str = "") -> None:
         now = self.clock.now()
@@ -67,7 +71,7 @@ class SpeakerStore:
         q = (sa.select(c.id, c.warning_id, c.grid, sa.func.min(reason).label("reason"))
              .select_from(deliveries.join(confirmations, sa.and_(c.warning_id == d.warning_id, c.grid == d.grid))
                           .outerjoin(speaker_presence, p.speaker_id == d.recipient_id))
-             .where(d.channel == "speaker", d.purpose == "warning", c.state == "open", c.uncovered_at.is_(None),
+             .where(d.channel == self.channel, d.purpose == "warning", c.state == "open", c.uncovered_at.is_(None),
                     sa.or_(d.state == State.FAILED.value, p.online.is_(False),
                            sa.and_(d.state.in_(WAITING), silent(silent_since))))
              .group_by(c.id, c.warning_id, c.grid))
@@ -93,20 +97,20 @@ class SpeakerStore:
                 due = now - timedelta(minutes=minutes)
                 latest = (sa.select(d.warning_id, d.recipient_id, d.grid, sa.func.max(d.created_at).label("last"))
                           .join(warnings, w.id == d.warning_id)
-                          .where(d.channel == "speaker", w.state == "active", w.msg_type != "Cancel",
+                          .where(d.channel == self.channel, w.state == "active", w.msg_type != "Cancel",
                                  w.level == int(Level.parse(name)),
                                  sa.or_(w.expires.is_(None), w.expires > now))
                           .group_by(d.warning_id, d.recipient_id, d.grid).subquery())
                 q = (sa.select(latest, d.address, d.language, d.priority, d.expires)
                      .join(deliveries, sa.and_(d.warning_id == latest.c.warning_id,
                                                d.recipient_id == latest.c.recipient_id,
-                                               d.created_at == latest.c.last, d.channel == "speaker"))
+                                               d.created_at == latest.c.last, d.channel == self.channel))
                      .where(latest.c.last <= due, ~sa.exists().where(
                          c.warning_id == latest.c.warning_id, c.grid == latest.c.grid, c.state != "open")))
                 rows = (await conn.execute(q)).all()
                 if rows:
                     await conn.execute(sa.insert(deliveries), [
-                        dict(warning_id=r.warning_id, channel="speaker", recipient_kind="speaker",
+                        dict(warning_id=r.warning_id, channel=self.channel, recipient_kind=RecipientKind.SPEAKER.value,
                              recipient_id=r.recipient_id, grid=r.grid, address=r.address, language=r.language,
                              priority=r.priority, state=State.PENDING.value, attempts=0, next_attempt_at=now,
                              expires=r.expires, created_at=now, updated_at=now, version=1, purpose="rebroadcast")
