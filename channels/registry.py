@@ -10,13 +10,14 @@ from collections.abc import Callable, Iterable
 
 from warnd.domain.sending import Audience, Channel, ChannelSpec
 
-from . import sms, speaker, voice, webhook
+from . import aliyun_sms, sms, speaker, voice, webhook
 
 SPECS: dict[str, ChannelSpec] = {spec.name: spec for spec in (
     webhook.SPEC,
     speaker.SPEC,
     sms.SPEC,
     voice.SPEC,
+    aliyun_sms.SPEC,
 )}
 
 CallbackUrls = Callable[[str, int], str]  # (purpose "<channel>-<kind>", delivery id) → signed URL

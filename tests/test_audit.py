@@ -120,6 +120,11 @@ def test_redaction_hides_secrets_and_url_passwords_and_keeps_the_rest():
     assert out["mqtt"]["url"] == "mqtts://speakers:***@broker.example.cn:8883"
     assert out["twilio"]["auth_token"] == out["secret_key"] == audit.REDACTED
     assert out["twilio"]["account_sid"] == config.twilio.account_sid and out["sms"] == config.model_dump(mode="json")["sms"]
+    channel = audit.redact(load_config(None, aliyun_sms={"access_key_id": "LTAI5t", "access_key_secret": "ali-secret",
+                                                         "push_token": "push-secret-0123456789"}
+                                       ).model_dump(mode="json"))
+    assert "ali-secret" not in json.dumps(channel) and "push-secret" not in json.dumps(channel)
+    assert channel["channel_sections"]["aliyun_sms"]["access_key_id"] == "LTAI5t"  # an id, not a secret
     assert audit.redact({"secret_key": "", "url": "sqlite:///warnd.db", "n": [1, "http://a@b/"]}) == \
         {"secret_key": "", "url": "sqlite:///warnd.db", "n": [1, "http://a@b/"]}  # nothing to hide
     assert audit.redact({"u": "http://[bad@x/"}) == {"u": audit.REDACTED}  # unparseable: nothing kept

@@ -135,7 +135,7 @@ def test_reports_are_summed_and_a_running_total_replaces(reports, total):
 # ---------------------------------------------------------------- recorded
 
 async def _report(site: Site, body: str, sid: str, number: str = WALKER):  # noqa: ANN202
-    return await liaison_report(site.node.db, site.node.config, number, body, sid, site.clock.now())
+    return await liaison_report(site.node.db, site.node.config, number, body, sid, site.clock.now(), "sms")
 
 
 async def test_reports_are_recorded_per_grid_summed_and_applied_once(site):

@@ -134,7 +134,7 @@ async def _run_the_ladder(site: Site) -> int:
     await site.post(f"{path}/items/{d1}", {"mark": "not_home"})
     site.clock.advance(30)
     assert (await liaison_report(site.node.db, site.node.config, "+8613800000032", "已转移5人", "SM1",
-                                 site.clock.now())).recorded
+                                 site.clock.now(), "sms")).recorded
     return wid
 
 

@@ -128,14 +128,14 @@ def cap_validate(config_path: str | None, files: tuple[str, ...]) -> None:
 
 
 SIMULATORS = {"twilio": "warnd.sim.twilio", "webhook-sink": "warnd.sim.webhook_sink",
-              "speakers": "warnd.sim.speakers"}
+              "speakers": "warnd.sim.speakers", "aliyun": "warnd.sim.aliyun", "wecom": "warnd.sim.wecom"}
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
 @click.argument("name", type=click.Choice(sorted(SIMULATORS)))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def sim(name: str, args: tuple[str, ...]) -> None:
-    """Run a simulator: twilio, webhook-sink, speakers (`warnd sim NAME --help`) / 运行模拟器."""
+    """Run a simulator: twilio, aliyun, wecom, webhook-sink, speakers (`warnd sim NAME --help`) / 运行模拟器."""
     import importlib
     importlib.import_module(SIMULATORS[name]).main(list(args))
 

@@ -1,8 +1,9 @@
-"""The delivery state machine: one transition table, and the retry decision.
+"""The delivery state machine (its table is in warnd.domain.states), and the retry decision.
 
     pending ──claim──▶ sending ──▶ delivered | sent | failed | uncertain
        │                  └──retry──▶ pending (attempts+1, next_attempt_at later)
        └──▶ superseded | cancelled | expired      sent/uncertain ──receipt──▶ delivered | failed | pending (redial)
+                                                  uncertain ──asked at the provider──▶ sent | pending
 
 A provider that refused a send (HTTP 429 or 5xx) took nothing: for channels whose
 `retry.refused_free_minutes` allows it, that is not an attempt. It is tried again when
@@ -10,41 +11,20 @@ the provider's Retry-After says, and a call's redials are left for calls that ra
 """
 from __future__ import annotations
 
-import enum
+import random
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from tenacity import RetryCallState, wait_exponential_jitter
+from warnd.domain.sending import Outcome, SendResult
+from warnd.domain.states import DELIVERY, DeliveryState as State
 
-from warnd_channels.base import Outcome, SendResult
+__all__ = ["State", "TRANSITIONS", "REACHED", "OPEN", "Decision", "can_move", "backoff_seconds", "refused",
+           "decide", "REFUSED_CODES", "REFUSED_RETRY_SECONDS", "RANDOM"]
 
-
-class State(str, enum.Enum):
-    PENDING = "pending"
-    SENDING = "sending"
-    SENT = "sent"
-    DELIVERED = "delivered"
-    FAILED = "failed"
-    SUPERSEDED = "superseded"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"
-    UNCERTAIN = "uncertain"
-
-
-TRANSITIONS: dict[State, frozenset[State]] = {
-    # A receipt may overtake a re-queued row (a played-ack after a recovery): it was delivered.
-    State.PENDING: frozenset({State.SENDING, State.SUPERSEDED, State.CANCELLED, State.EXPIRED, State.DELIVERED}),
-    State.SENDING: frozenset({State.SENT, State.DELIVERED, State.FAILED, State.PENDING, State.UNCERTAIN}),
-    # A call that was not answered is redialled: its receipt puts it back in the queue.
-    State.SENT: frozenset({State.DELIVERED, State.FAILED, State.PENDING}),
-    State.UNCERTAIN: frozenset({State.DELIVERED, State.FAILED, State.PENDING}),
-    State.DELIVERED: frozenset(),
-    State.FAILED: frozenset(),
-    State.SUPERSEDED: frozenset(),
-    State.CANCELLED: frozenset(),
-    State.EXPIRED: frozenset(),
-}
+# The table lives with the other machines (warnd.domain.states); the store's SQL is derived from it.
+TRANSITIONS: Mapping[State, frozenset[State]] = DELIVERY.allowed
 
 # States in which the recipient has (or may have) the message: they get updates and cancels.
 REACHED = (State.SENDING, State.SENT, State.DELIVERED, State.UNCERTAIN)
@@ -66,11 +46,19 @@ class Decision:
     counted: bool = True  # False: the attempt is given back (the provider refused it, nothing was sent)
 
 
-def backoff_seconds(attempt: int, base: float, maximum: float) -> float:
-    """Exponential backoff with jitter, computed by tenacity's own wait strategy."""
-    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
-    state.attempt_number = attempt
-    return wait_exponential_jitter(multiplier=base, max=maximum, jitter=base)(state)
+RANDOM = random.Random()  # the jitter's source unless a caller gives its own (a test, a simulation)
+
+
+def backoff_seconds(attempt: int, base: float, maximum: float, rand: Callable[[], float] = RANDOM.random) -> float:
+    """Exponential backoff with jitter: `base`·2^(attempt−1) plus up to `base` more (`rand()`,
+    in [0, 1), says how much), at most `maximum`, never below 0. (The bounds and meaning of
+    tenacity's `wait_exponential_jitter(multiplier=base, max=maximum, jitter=base)`, which
+    this used to borrow.)"""
+    try:
+        delay = base * 2.0 ** (attempt - 1) + base * rand()
+    except OverflowError:
+        delay = maximum
+    return max(0.0, min(delay, maximum))
 
 
 # Codes of a provider that refused a request before doing anything with it: HTTP 429 and
@@ -86,8 +74,12 @@ def refused(result: SendResult) -> bool:
 
 def decide(result: SendResult, attempts_before: int, now: datetime, *,
            max_attempts: int, base: float, maximum: float,
-           planned_at: datetime | None = None, refused_free_seconds: float = 0.0) -> Decision:
+           planned_at: datetime | None = None, refused_free_seconds: float = 0.0,
+           rand: Callable[[], float] = RANDOM.random) -> Decision:
     """Apply one send result: which state next, and when to try again.
+
+    Pure but for `rand` (the backoff's jitter, a float in [0, 1)): give a fixed one and
+    the decision is a function of its arguments.
 
     A refusal within `refused_free_seconds` of `planned_at` (unknown: always) is not counted
     and is tried again after the provider's Retry-After; later ones count like any retry,
@@ -109,7 +101,7 @@ def decide(result: SendResult, attempts_before: int, now: datetime, *,
     if attempt >= max_attempts:
         return Decision(State.FAILED, None, "retries_exhausted",
                         f"gave up after {attempt} attempts; last: {result.code} {result.detail}".strip())
-    delay = backoff_seconds(attempt, base, maximum)
+    delay = backoff_seconds(attempt, base, maximum, rand)
     if result.retry_after is not None:
         delay = max(delay, min(result.retry_after, maximum * 4))
     return Decision(State.PENDING, now + timedelta(seconds=delay), result.code, result.detail)

@@ -8,7 +8,7 @@ Times are simulated seconds: the simulator divides them by its `speed`.
 A scenario file (YAML or JSON; quote the numbers, `+86…` unquoted is a YAML integer):
 
     speed: 10
-    inbound_sms_url: http://127.0.0.1:8080/twilio/sms/inbound
+    inbound_sms_url: http://127.0.0.1:8080/providers/sms/replies
     faults: {rate_429: 0.05, rate_5xx: 0.01, latency: 0.02, max_per_second: 200, retry_after: 1}
     default: {sms: deliver, call: answer, answer_after: 2}
     numbers:

@@ -34,7 +34,7 @@ class World:
         """Start every simulator; `mqtt` is warnd's mqtt config when speakers are used, else None."""
         sc = self.scenario
         phones = PhoneScenario(numbers=dict(sc.phones), faults=sc.faults, speed=self.speed,
-                               inbound_sms_url=f"{self.warnd_url}/twilio/sms/inbound")
+                               inbound_sms_url=f"{self.warnd_url}/providers/sms/replies")
         self.twilio = TwilioSimulator(self.sid, self.token, phones, seed=sc.seed, callback_limit=200)
         await self.twilio.start()
         self.stops.append(self.twilio.stop)

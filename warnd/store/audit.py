@@ -217,7 +217,12 @@ def csv_row(e: Entry) -> list[Any]:
 
 # -- what may be recorded
 
-SECRET_KEYS = frozenset({"auth_token", "secret_key", "secret", "password", "token"})
+SECRET_KEYS = frozenset({"auth_token", "secret_key", "secret", "password", "token", "key"})
+SECRET_SUFFIXES = ("_secret", "_token", "_password")  # a channel's own: access_key_secret, push_token …
+
+
+def _secret(key: object) -> bool:
+    return isinstance(key, str) and (key in SECRET_KEYS or key.endswith(SECRET_SUFFIXES))
 REDACTED = "***"
 
 
@@ -229,7 +234,7 @@ def redact(data: Any) -> Any:
     An empty secret stays empty: it says "not configured", which is worth knowing.
     """
     if isinstance(data, Mapping):
-        return {k: REDACTED if k in SECRET_KEYS and data[k] else redact(v) for k, v in data.items()}
+        return {k: REDACTED if _secret(k) and data[k] else redact(v) for k, v in data.items()}
     if isinstance(data, (list, tuple)):
         return [redact(v) for v in data]
     if isinstance(data, str):

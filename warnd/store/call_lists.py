@@ -31,14 +31,18 @@ from warnd.domain.directory import Household
 from warnd.domain.escalation import Effects, Grid
 from warnd.domain.households import (ALARMING, COVERING, OUTCOMES, Mark, Outcome, Policy, Tally, after_mark,
                                      parse_mark, tally)
+from warnd.domain.states import CALL_LIST_ITEM, CONFIRMATION, ConfirmationState, ItemMark, WarningState
 from warnd.store import audit
 from warnd.store import households as effects_of
 from warnd.store.database import Database
 from warnd.store.escalation import stop_grids
 from warnd.store.schema import (call_list_items, call_lists, confirmations, deliveries, people, regions,
                                 warnings)
+from warnd.store.transitions import transition
 
 MARKS = OUTCOMES  # notified (told), moved, not_home, refused, needs_help
+# The household outcomes are the call-list item machine's states (warnd.domain.states).
+assert {o.value for o in Outcome} == {m.value for m in ItemMark}, "households.Outcome and states.ItemMark differ"
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,8 @@ class CallList:
 
     def active(self, now: datetime) -> bool:
         """Marks are taken only while the warning is in force."""
-        return self.warning_state == "active" and (self.warning_expires is None or self.warning_expires > now)
+        return self.warning_state == WarningState.ACTIVE and (self.warning_expires is None
+                                                              or self.warning_expires > now)
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,7 @@ class WarningHead:
     expires: datetime | None
 
     def active(self, now: datetime) -> bool:
-        return self.state == "active" and (self.expires is None or self.expires > now)
+        return self.state == WarningState.ACTIVE and (self.expires is None or self.expires > now)
 
 
 class Marked(enum.Enum):
@@ -178,11 +183,10 @@ class CallListStore:
             previous = Mark(Outcome(item.mark), item.people, item.note or "") if item.mark in MARKS else None
             if previous == new:
                 return MarkResult(Marked.UNCHANGED)
-            if head.state != "active" or (head.expires is not None and head.expires <= now):
+            if head.state != WarningState.ACTIVE or (head.expires is not None and head.expires <= now):
                 return MarkResult(Marked.INACTIVE)
-            await conn.execute(sa.update(call_list_items).where(i.id == item_id)
-                               .values(mark=new.outcome.value, people=new.people, note=new.note or None,
-                                       marked_at=now, version=i.version + 1))
+            await conn.execute(transition(CALL_LIST_ITEM, ItemMark(new.outcome.value)).where(i.id == item_id)
+                               .values(people=new.people, note=new.note or None, marked_at=now))
             household = Household(item.household_id, head.grid, item.address, item.phone, bool(item.vulnerable))
             # whom an alarm tells is read only for an alarm: most marks are 已通知
             grid = (await effects_of.grid_of(conn, head.grid) if new.outcome in ALARMING
@@ -217,13 +221,13 @@ class CallListStore:
                 sa.select(i.id, i.list_id, i.household_id, cl.confirmation_id, cl.completed_at,
                           answered.label("channel"))
                 .join(call_lists, cl.id == i.list_id).join(warnings, w.id == cl.warning_id)
-                .where(i.mark == Outcome.NOT_HOME.value, w.state == "active",
+                .where(i.mark == Outcome.NOT_HOME.value, w.state == WarningState.ACTIVE.value,
                        sa.or_(w.expires.is_(None), w.expires > now))
                 .order_by(i.list_id, i.id).with_for_update(of=call_list_items))).all()
             rows = [r for r in found if r.channel is not None]
             for row in rows:
-                await conn.execute(sa.update(call_list_items).where(i.id == row.id, i.mark == Outcome.NOT_HOME.value)
-                                   .values(mark=Outcome.TOLD.value, marked_at=now, version=i.version + 1))
+                await conn.execute(transition(CALL_LIST_ITEM, ItemMark.TOLD, within=(ItemMark.NOT_HOME,))
+                                   .where(i.id == row.id).values(marked_at=now))
             for list_id in sorted({r.list_id for r in rows}):
                 head = next(r for r in rows if r.list_id == list_id)
                 completed = head.completed_at is None and await _complete(conn, list_id, head.confirmation_id, now)
@@ -247,9 +251,8 @@ async def _complete(conn: AsyncConnection, list_id: int, confirmation_id: int, n
     if open_:
         return False
     await conn.execute(sa.update(call_lists).where(cl.id == list_id).values(completed_at=now))
-    await conn.execute(sa.update(confirmations)
-                       .where(c.id == confirmation_id, c.state == "open")
-                       .values(state="covered", covered_at=now, version=c.version + 1))
+    await conn.execute(transition(CONFIRMATION, ConfirmationState.COVERED).where(c.id == confirmation_id)
+                       .values(covered_at=now))
     await stop_grids(conn, [confirmation_id], now, "covered")
     return True
 

@@ -21,11 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from warnd.domain.confirmation import OpenItem, Role
 from warnd.domain.model import Level, Status
+from warnd.domain.states import CONFIRMATION, ConfirmationState, RungState, WarningState
 from warnd.store import audit
 from warnd.store.database import Database
 from warnd.store.escalation import stop_grids
 from warnd.store.schema import TS, confirmations, deliveries, people, regions, rungs, warnings
 from warnd.store.schema import inbound as inbound_table
+from warnd.store.transitions import transition
 
 ONLY_GRIDS = frozenset({"grid_responsible"})  # roles whose holders no rung asks by role
 
@@ -40,7 +42,7 @@ def _asked_at(person_ids: sa.BindParameter) -> sa.ScalarSelect:
     chain = sa.select(x.c.id).where(sa.or_(x.c.id == root, x.c.root_id == root)).correlate(warnings)
     return (sa.select(sa.func.min(d.c.created_at))
             .select_from(r.join(d, sa.and_(d.c.grid == r.c.grid, d.c.created_at == r.c.fired_at)))
-            .where(r.c.confirmation_id == c.id, r.c.state == "fired", d.c.recipient_kind == "person",
+            .where(r.c.confirmation_id == c.id, r.c.state == RungState.FIRED.value, d.c.recipient_kind == "person",
                    d.c.recipient_id.in_(person_ids), d.c.warning_id.in_(chain))
             .correlate(confirmations, warnings).scalar_subquery())
 
@@ -62,7 +64,7 @@ def _open_items(of_warning: bool, by_region: bool) -> sa.Select:
                        sa.literal(role).label("role"), who.label("who"), asked.label("asked_at"))
              .select_from(confirmations.join(warnings, w.id == c.warning_id)
                           .outerjoin(grid, grid.c.code == c.grid).outerjoin(village, village.c.code == grid.c.parent))
-             .where(c.state == "open", w.state == "active"))
+             .where(c.state == ConfirmationState.OPEN.value, w.state == WarningState.ACTIVE.value))
         return q.where(c.warning_id == sa.bindparam("warning_id")) if of_warning else q
 
     if by_region:
@@ -117,9 +119,6 @@ class Inbound:
     person_id: str | None
     delivery_id: int | None = None
     provider_ref: str | None = None
-
-
-INBOUND_CHANNELS = ("sms", "voice", "link", "operator")
 
 
 class ConfirmationStore:
@@ -219,10 +218,9 @@ class ConfirmationStore:
                     by.setdefault(who, []).append(cid)
                 for who, some in by.items():  # one person almost always: one statement
                     done += list((await conn.execute(
-                        sa.update(confirmations).where(c.id.in_(some), c.state == "open")
-                        .values(state="confirmed", confirmed_at=inbound.at, confirmed_by=who,
-                                channel=inbound.channel, late=c.deadline < inbound.at, reason=reason,
-                                version=c.version + 1)
+                        transition(CONFIRMATION, ConfirmationState.CONFIRMED).where(c.id.in_(some))
+                        .values(confirmed_at=inbound.at, confirmed_by=who,
+                                channel=inbound.channel, late=c.deadline < inbound.at, reason=reason)
                         .returning(c.id))).scalars())
                 await stop_grids(conn, done, inbound.at, "confirmed")
             if outcome(len(done)) != expected:
@@ -277,7 +275,7 @@ class ConfirmationStore:
         asked = sa.select(w.root_id, w.id, w.level).where(w.id == warning_id).subquery()
         q = (sa.select(w.id).select_from(warnings.join(asked, sa.func.coalesce(w.root_id, w.id)
                                                         == sa.func.coalesce(asked.c.root_id, asked.c.id)))
-             .where(w.state == "active", w.id >= warning_id, w.level <= asked.c.level)
+             .where(w.state == WarningState.ACTIVE.value, w.id >= warning_id, w.level <= asked.c.level)
              .order_by(w.id.desc()).limit(1))
         async with self.db.read() as conn:
             return (await conn.execute(q)).scalar() or warning_id

@@ -24,9 +24,11 @@ from sqlalchemy.dialects import postgresql
 
 from warnd.clock import Clock
 from warnd.domain.delivery import Decision, State
+from warnd.domain.states import CONFIRMATION, DELIVERY, WARNING, ConfirmationState, WarningState
 from warnd.store.database import Database, Prepared, Tx
 from warnd.store.escalation import skip_warnings
 from warnd.store.schema import attempts, confirmations, deliveries, subscribers, warnings
+from warnd.store.transitions import transition
 from warnd.store.updates import follow_updates
 
 MAX_PRIORITIES = 64  # distinct priorities one claim looks through (levels are 1-4)
@@ -94,7 +96,7 @@ class _Hot:
         now = sa.bindparam("b_now", type_=d.next_attempt_at.type)
         # Only rows of warnings still in force: a retry of an old version that was in
         # flight when its update arrived must never leave (the sweep retires it).
-        live = sa.select(warnings.c.id).where(warnings.c.state == "active")
+        live = sa.select(warnings.c.id).where(warnings.c.state == WarningState.ACTIVE.value)
         due = sa.and_(d.state == State.PENDING.value, d.channel == sa.bindparam("b_channel"),
                       d.next_attempt_at <= now, sa.or_(d.expires.is_(None), d.expires > now),
                       d.warning_id.in_(live))
@@ -105,12 +107,14 @@ class _Hot:
         # (warning, backup). With the OR, SQLite read every confirmation of the warning
         # for every claimed row: 56 ms a claim in a 10,000-person fan-out.
         def confirms(who: sa.Column, *more: sa.ColumnElement[bool]) -> sa.Exists:
-            return sa.exists().where(c.warning_id == d.warning_id, who == d.recipient_id, c.state == "open", *more)
+            return sa.exists().where(c.warning_id == d.warning_id, who == d.recipient_id,
+                                     c.state == ConfirmationState.OPEN.value, *more)
         # Told to confirm (回复1确认, the link): the grid's responsible person; anyone a rung
         # asks about a grid (its sends carry the grid and come after the requirement: a
         # backup, a township duty officer; read by ix_confirmations_grid); a backup from the
         # first wave only if config says.
-        asked = sa.exists().where(c.warning_id == d.warning_id, c.grid == d.grid, c.state == "open",
+        asked = sa.exists().where(c.warning_id == d.warning_id, c.grid == d.grid,
+                                  c.state == ConfirmationState.OPEN.value,
                                   c.created_at < d.created_at)
         told = [confirms(c.person_id), asked, *((confirms(c.backup_id),) if backups_confirm else ())]
         must_confirm = sa.and_(d.recipient_kind == "person", sa.or_(*told)).label("must_confirm")
@@ -134,12 +138,13 @@ class _Hot:
         # still cost the server 200 executions while the senders waited for the claim.
         one = d.id == sa.bindparam("b_id")
         every = d.id == sa.any_(sa.bindparam("b_ids", type_=postgresql.ARRAY(sa.BigInteger)))
+        # (The rows were just picked, locked, as pending: the state's CAS is the table's, and free.)
         self.mark = db.prepare(
-            sa.update(deliveries).where(one if db.is_sqlite else every)
-            .values(state=State.SENDING.value, claimed_by=sa.bindparam("b_node"), attempts=d.attempts + 1,
+            transition(DELIVERY, State.SENDING).where(one if db.is_sqlite else every)
+            .values(claimed_by=sa.bindparam("b_node"), attempts=d.attempts + 1,
                     provider_ref=None, handed_at=None,  # handed: this attempt's, written just before its send
                     lease_until=sa.bindparam("b_lease", type_=d.lease_until.type),
-                    updated_at=sa.bindparam("b_now", type_=d.updated_at.type), version=d.version + 1))
+                    updated_at=sa.bindparam("b_now", type_=d.updated_at.type)))
         # Handed to the provider, just before the send: a crash before this mark is known to
         # have sent nothing (see `recover`). Compare-and-set on the claim, so a row another
         # node took over from us (our heartbeat was late) is not sent by us as well.
@@ -153,22 +158,21 @@ class _Hot:
             .where(listed, d.state == State.SENDING.value, d.claimed_by == sa.bindparam("b_node"))
             .values(handed_at=sa.bindparam("b_now", type_=d.handed_at.type))
             .returning(d.id))
+        # A result: from `sending` (the table allows it into every state a Decision has), still ours.
         self.result = db.prepare(
-            sa.update(deliveries)
-            .where(d.id == sa.bindparam("b_id"), d.state == State.SENDING.value,
-                   d.claimed_by == sa.bindparam("b_node"))
-            .values(state=sa.bindparam("b_state"),
-                    next_attempt_at=sa.func.coalesce(sa.bindparam("b_next", type_=d.next_attempt_at.type),
+            transition(DELIVERY, RESULT_STATES, within=(State.SENDING,), state=sa.bindparam("b_state"))
+            .where(d.id == sa.bindparam("b_id"), d.claimed_by == sa.bindparam("b_node"))
+            .values(next_attempt_at=sa.func.coalesce(sa.bindparam("b_next", type_=d.next_attempt_at.type),
                                                      d.next_attempt_at),
                     provider_ref=sa.func.coalesce(sa.bindparam("b_ref", type_=d.provider_ref.type),
                                                   d.provider_ref),
                     last_code=sa.bindparam("b_code"), last_detail=sa.bindparam("b_detail"),
                     claimed_by=None, lease_until=None, updated_at=sa.bindparam("b_at", type_=d.updated_at.type),
                     sent_at=sa.func.coalesce(d.sent_at, sa.bindparam("b_sent", type_=d.sent_at.type)),
-                    done_at=sa.bindparam("b_done", type_=d.done_at.type), version=d.version + 1))
-        # A provider's receipt: CAS from any state it may follow. DELIVERED may also
-        # follow `pending`: the recipient has it, even if a recovery re-queued the row.
-        # And only for the current attempt (`ours`).
+                    done_at=sa.bindparam("b_done", type_=d.done_at.type)))
+        # A provider's receipt: CAS from any state the table lets it follow (sending, sent,
+        # uncertain). DELIVERED may also follow `pending`: the recipient has it, even if a
+        # recovery re-queued the row. And only for the current attempt (`ours`).
         ref = sa.bindparam("b_ref", type_=d.provider_ref.type)
         attempt = sa.bindparam("b_attempt", type_=d.attempts.type)
         # Its SID is the stored one, or none is stored yet (it overtook its send's result, or the
@@ -176,21 +180,19 @@ class _Hot:
         ours = sa.and_(sa.or_(ref.is_(None), d.provider_ref.is_(None), d.provider_ref == ref),
                        sa.or_(attempt.is_(None), d.attempts == attempt))
 
-        def receipt(olds: tuple[State, ...]) -> Prepared:
+        def receipt(into: tuple[State, ...]) -> Prepared:
             return db.prepare(
-                sa.update(deliveries)
-                .where(d.id == sa.bindparam("b_id"), sa.or_(*(d.state == s.value for s in olds)),  # no IN: prepared
-                       ours)
-                .values(state=sa.bindparam("b_state"), last_code=sa.bindparam("b_code"),
+                transition(DELIVERY, into, state=sa.bindparam("b_state"))
+                .where(d.id == sa.bindparam("b_id"), ours)
+                .values(last_code=sa.bindparam("b_code"),
                         last_detail=sa.bindparam("b_detail"),
                         provider_ref=sa.func.coalesce(ref, d.provider_ref),
                         next_attempt_at=sa.func.coalesce(sa.bindparam("b_next", type_=d.next_attempt_at.type),
                                                          d.next_attempt_at),
                         claimed_by=None, lease_until=None, updated_at=sa.bindparam("b_at", type_=d.updated_at.type),
-                        done_at=sa.bindparam("b_done", type_=d.done_at.type), version=d.version + 1))
-        after_send = (State.SENDING, State.SENT, State.UNCERTAIN)
-        self.receipt = receipt(after_send)
-        self.receipt_delivered = receipt(after_send + (State.PENDING,))
+                        done_at=sa.bindparam("b_done", type_=d.done_at.type)))
+        self.receipt = receipt(RECEIPT_STATES)
+        self.receipt_delivered = receipt((State.DELIVERED,))
         a = attempts.c
         self.log = db.prepare(sa.insert(attempts).inline().values(
             delivery_id=sa.bindparam("b_id", type_=a.delivery_id.type),
@@ -244,6 +246,11 @@ class Unsettled:
     created_at: datetime
     updated_at: datetime
 
+
+# The states a result (a Decision) and a receipt other than DELIVERED may write: each hot
+# statement's sources are those its table allows into all of them (see warnd.store.transitions).
+RESULT_STATES = (State.SENT, State.DELIVERED, State.FAILED, State.UNCERTAIN, State.PENDING)
+RECEIPT_STATES = (State.FAILED, State.PENDING)  # failed, or not answered: a redial
 
 NO_PRIORITY = 2**31 - 1  # above every priority: where the first probe starts
 SENT_STATES = frozenset({State.SENT, State.DELIVERED})
@@ -332,12 +339,10 @@ class DeliveryStore:
         for delivery_id in ids:
             self._sending.pop(delivery_id, None)
         async with self.db.write() as conn:
-            return (await conn.execute(sa.update(deliveries)
-                                       .where(d.id.in_(ids), d.state == State.SENDING.value,
-                                              d.claimed_by == self.node)
-                                       .values(state=State.PENDING.value, claimed_by=None, lease_until=None,
-                                               attempts=d.attempts - 1, updated_at=now,
-                                               version=d.version + 1))).rowcount
+            return (await conn.execute(transition(DELIVERY, State.PENDING, within=(State.SENDING,))
+                                       .where(d.id.in_(ids), d.claimed_by == self.node)
+                                       .values(claimed_by=None, lease_until=None,
+                                               attempts=d.attempts - 1, updated_at=now))).rowcount
 
     async def hand(self, ids: Sequence[int]) -> set[int]:
         """Mark claimed rows handed to the provider, just before they are sent; the ids
@@ -474,9 +479,10 @@ class DeliveryStore:
             for row_id, channel, handed in found:
                 by_fate.setdefault(after_crash(bool(handed), channel in dedupe_channels), []).append(row_id)
             for fate, ids in by_fate.items():
-                await conn.execute(sa.update(deliveries).where(d.id.in_(ids), d.state == State.SENDING.value)
+                await conn.execute(transition(DELIVERY, State(RECOVERY[fate]["state"]), within=(State.SENDING,))
+                                   .where(d.id.in_(ids))
                                    .values(**RECOVERY[fate], claimed_by=None, lease_until=None, next_attempt_at=now,
-                                           updated_at=now, version=d.version + 1))
+                                           updated_at=now))
                 counts[fate] = len(ids)
         return counts
 
@@ -513,11 +519,10 @@ class DeliveryStore:
         d = deliveries.c
         async with self.db.write() as conn:
             return (await conn.execute(
-                sa.update(deliveries).where(d.id == delivery_id, d.state == State.UNCERTAIN.value)
-                .values(state=State.SENT.value, provider_ref=provider_ref, last_code="found_at_provider",
+                transition(DELIVERY, State.SENT, within=(State.UNCERTAIN,)).where(d.id == delivery_id)
+                .values(provider_ref=provider_ref, last_code="found_at_provider",
                         last_detail="the provider has it: not sent again",
-                        sent_at=sa.func.coalesce(d.sent_at, d.handed_at, now), updated_at=now,
-                        version=d.version + 1))).rowcount == 1
+                        sent_at=sa.func.coalesce(d.sent_at, d.handed_at, now), updated_at=now))).rowcount == 1
 
     async def not_at_provider(self, ids: Sequence[int]) -> int:
         """Uncertain sends the provider does not have: queued again, due now (the handed
@@ -528,10 +533,9 @@ class DeliveryStore:
         d = deliveries.c
         async with self.db.write() as conn:
             return (await conn.execute(
-                sa.update(deliveries).where(d.id.in_(list(ids)), d.state == State.UNCERTAIN.value)
-                .values(state=State.PENDING.value, next_attempt_at=now, last_code="uncertain_resent",
-                        last_detail="not at the provider: sent again", updated_at=now,
-                        version=d.version + 1))).rowcount
+                transition(DELIVERY, State.PENDING, within=(State.UNCERTAIN,)).where(d.id.in_(list(ids)))
+                .values(next_attempt_at=now, last_code="uncertain_resent",
+                        last_detail="not at the provider: sent again", updated_at=now))).rowcount
 
     async def resend_uncertain(self, channels: Sequence[str], quiet_since: datetime) -> int:
         """`uncertain` sends of warnings in force with no word from the provider since
@@ -542,12 +546,12 @@ class DeliveryStore:
         d, w = deliveries.c, warnings.c
         async with self.db.write() as conn:
             return (await conn.execute(
-                sa.update(deliveries)
-                .where(d.state == State.UNCERTAIN.value, d.channel.in_(channels), d.updated_at <= quiet_since,
-                       d.warning_id.in_(sa.select(w.id).where(w.state == "active")))
-                .values(state=State.PENDING.value, next_attempt_at=now, last_code="uncertain_resent",
+                transition(DELIVERY, State.PENDING, within=(State.UNCERTAIN,))
+                .where(d.channel.in_(channels), d.updated_at <= quiet_since,
+                       d.warning_id.in_(sa.select(w.id).where(w.state == WarningState.ACTIVE.value)))
+                .values(next_attempt_at=now, last_code="uncertain_resent",
                         last_detail="no word from the provider since the crash: sent again",
-                        updated_at=now, version=d.version + 1))).rowcount
+                        updated_at=now))).rowcount
 
     async def retire_stale(self) -> int:
         """Pending rows of warnings no longer in force take their warning's end.
@@ -562,11 +566,10 @@ class DeliveryStore:
         async with self.db.write() as conn:
             await follow_updates(conn, now)
             for end in (State.SUPERSEDED, State.CANCELLED, State.EXPIRED):
-                ended = sa.select(w.id).where(w.state == end.value)
-                n += (await conn.execute(sa.update(deliveries)
-                                         .where(d.state == State.PENDING.value, d.warning_id.in_(ended))
-                                         .values(state=end.value, done_at=now, updated_at=now,
-                                                 last_code=f"warning_{end.value}", version=d.version + 1))).rowcount
+                ended = sa.select(w.id).where(w.state == WarningState(end.value).value)
+                n += (await conn.execute(transition(DELIVERY, end).where(d.warning_id.in_(ended))
+                                         .values(done_at=now, updated_at=now,
+                                                 last_code=f"warning_{end.value}"))).rowcount
         return n
 
     async def expire(self) -> int:
@@ -574,16 +577,14 @@ class DeliveryStore:
         now = self.clock.now()
         d, w, c = deliveries.c, warnings.c, confirmations.c
         async with self.db.write() as conn:
-            n = (await conn.execute(sa.update(deliveries)
-                                    .where(d.state == State.PENDING.value, d.expires <= now)
-                                    .values(state=State.EXPIRED.value, done_at=now, updated_at=now,
-                                            last_code="expired", version=d.version + 1))).rowcount
-            ended = sa.select(w.id).where(w.state == "active", w.expires <= now)
-            await conn.execute(sa.update(confirmations).where(c.state == "open", c.warning_id.in_(ended))
-                               .values(state="closed", closed_reason="expired", version=c.version + 1))
+            n = (await conn.execute(transition(DELIVERY, State.EXPIRED).where(d.expires <= now)
+                                    .values(done_at=now, updated_at=now, last_code="expired"))).rowcount
+            ended = sa.select(w.id).where(w.state == WarningState.ACTIVE.value, w.expires <= now)
+            await conn.execute(transition(CONFIRMATION, ConfirmationState.CLOSED).where(c.warning_id.in_(ended))
+                               .values(closed_reason="expired"))
             expired = [r.id for r in await conn.execute(ended)]
-            await conn.execute(sa.update(warnings).where(w.id.in_(expired))
-                               .values(state="expired", version=w.version + 1))
+            await conn.execute(transition(WARNING, WarningState.EXPIRED, within=(WarningState.ACTIVE,))
+                               .where(w.id.in_(expired)))
             await skip_warnings(conn, expired, "expired")
         return n
 

@@ -16,10 +16,12 @@ from warnd.clock import Clock
 from warnd.domain.delivery import State
 from warnd.domain.directory import Household, Person, region_parent, with_ancestors
 from warnd.domain.escalation import Effects, Grid, PlannedRung, fire
+from warnd.domain.states import DELIVERY, RUNG, ConfirmationState, RungState, WarningState
 from warnd.store.bulk import insert_rows
 from warnd.store.database import Database
 from warnd.store.schema import (alarms, call_list_items, call_lists, confirmations, deliveries, households,
                                 people, regions, rungs, warnings)
+from warnd.store.transitions import transition
 
 
 async def write_ladder(conn: AsyncConnection, confirmation_id: int, warning_id: int, grid: str,
@@ -52,9 +54,9 @@ async def write_ladders(conn: AsyncConnection,
 
 def _rung_values(r: PlannedRung) -> dict:
     values = dict(ladder=r.ladder, step=r.step, action=r.action, params=r.params, due_at=r.due_at,
-                  state="pending", version=1)
+                  state=RungState.PENDING.value, version=1)
     if r.fired is not None:
-        values.update(state="fired", fired_at=r.fired.at, fired_by=r.fired.by,
+        values.update(state=RungState.FIRED.value, fired_at=r.fired.at, fired_by=r.fired.by,
                       outcome={**(r.fired.outcome or {}), "carried_from": r.from_rung})
     return values
 
@@ -64,25 +66,23 @@ async def stop_grids(conn: AsyncConnection, confirmation_ids: list[int], now: da
     if not confirmation_ids:
         return
     r, c, d = rungs.c, confirmations.c, deliveries.c
-    await conn.execute(sa.update(rungs).where(r.confirmation_id.in_(confirmation_ids), r.state == "pending")
-                       .values(state="skipped", outcome={"reason": reason}, version=r.version + 1))
+    await conn.execute(transition(RUNG, RungState.SKIPPED).where(r.confirmation_id.in_(confirmation_ids))
+                       .values(outcome={"reason": reason}))
     grids: dict[int, set[str]] = {}
     for row in await conn.execute(sa.select(c.warning_id, c.grid).where(c.id.in_(confirmation_ids))):
         grids.setdefault(row.warning_id, set()).add(row.grid)
     # Per warning, not (warning, grid) IN (…): SQLite reads ix_deliveries_grid only for this form.
     for warning_id, codes in grids.items():
-        await conn.execute(sa.update(deliveries)
-                           .where(d.warning_id == warning_id, d.grid.in_(sorted(codes)),
-                                  d.state == State.PENDING.value)
-                           .values(state=State.CANCELLED.value, last_code=reason, done_at=now, updated_at=now,
-                                   version=d.version + 1))
+        await conn.execute(transition(DELIVERY, State.CANCELLED)
+                           .where(d.warning_id == warning_id, d.grid.in_(sorted(codes)))
+                           .values(last_code=reason, done_at=now, updated_at=now))
 
 
 async def skip_warnings(conn: AsyncConnection, warning_ids, reason: str) -> None:  # noqa: ANN001
     """A warning that is cancelled, superseded or expired escalates no further."""
     r = rungs.c
-    await conn.execute(sa.update(rungs).where(r.warning_id.in_(warning_ids), r.state == "pending")
-                       .values(state="skipped", outcome={"reason": reason}, version=r.version + 1))
+    await conn.execute(transition(RUNG, RungState.SKIPPED).where(r.warning_id.in_(warning_ids))
+                       .values(outcome={"reason": reason}))
 
 
 class EscalationStore:
@@ -103,16 +103,18 @@ class EscalationStore:
         due = (sa.select(r.id, r.confirmation_id, r.warning_id, r.grid, r.ladder, r.action, r.params,
                          c.person_id, c.backup_id, w.level, w.expires)
                .join(confirmations, c.id == r.confirmation_id).join(warnings, w.id == r.warning_id)
-               .where(r.state == "pending", r.due_at <= now, c.state == "open", w.state == "active")
+               .where(r.state == RungState.PENDING.value, r.due_at <= now, c.state == ConfirmationState.OPEN.value,
+                      w.state == WarningState.ACTIVE.value)
                .limit(limit).with_for_update(of=rungs, skip_locked=True))
         fired = []
         async with self.db.read() as conn:  # nothing due (most sweeps): no write lock taken
-            if (await conn.execute(sa.select(r.id).where(r.state == "pending", r.due_at <= now).limit(1))).first() \
+            if (await conn.execute(sa.select(r.id).where(r.state == RungState.PENDING.value, r.due_at <= now)
+                                   .limit(1))).first() \
                     is None:
                 return []
         async with self.db.write() as conn:
             levels = (await conn.execute(sa.select(sa.func.count(sa.distinct(w.level)))
-                                         .where(w.state == "active"))).scalar()
+                                         .where(w.state == WarningState.ACTIVE.value))).scalar()
             # Highest level first. With one level in force (the usual case) that order is the
             # due order, which ix_rungs_due (state, due_at) yields as it is read, so the query
             # stops after `limit` rows; ordering by the warning's level too would sort every
@@ -146,8 +148,8 @@ class EscalationStore:
             if alarm_rows:
                 await conn.execute(sa.insert(alarms), alarm_rows)
             await conn.execute(
-                sa.update(rungs).where(r.id == sa.bindparam("b_id"), r.state == "pending")
-                .values(state="fired", fired_at=now, fired_by=self.node, version=r.version + 1,
+                transition(RUNG, RungState.FIRED).where(r.id == sa.bindparam("b_id"))
+                .values(fired_at=now, fired_by=self.node,
                         outcome=sa.bindparam("b_outcome", type_=rungs.c.outcome.type)),
                 updates)
         return fired

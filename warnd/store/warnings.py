@@ -25,11 +25,13 @@ from warnd.domain.delivery import REACHED, State
 from warnd.domain.errors import WarndError, error
 from warnd.domain.model import Alert, Level, MsgType, ParsedAlert
 from warnd.domain.planning import Plan, PlannedDelivery, Prior
+from warnd.domain.states import CONFIRMATION, DELIVERY, WARNING, ConfirmationState, WarningState
 from warnd.store import audit
 from warnd.store.bulk import insert_rows
 from warnd.store.database import Database
 from warnd.store.escalation import skip_warnings, write_ladders
 from warnd.store.schema import alarms, approvals, confirmations, deliveries, warnings
+from warnd.store.transitions import transition
 from warnd.store.updates import carry_work, changed_meanwhile, prior_grids
 from warnd_channels.base import Recipient
 
@@ -53,7 +55,7 @@ class Decided:
     needed: int
 
 
-HELD = ("awaiting", "rejected")  # never published: not part of any chain
+HELD = (WarningState.AWAITING.value, WarningState.REJECTED.value)  # never published: not part of any chain
 
 
 class WarningStore:
@@ -108,7 +110,7 @@ class WarningStore:
             await audit.append(conn, self.db, now, approver.who, "warning.approve", f"warning:{warning_id}",
                                {"approvals": count, "needed": row.approvals_needed})
             if count < row.approvals_needed:
-                return Decided(warning_id, "awaiting", count, row.approvals_needed)
+                return Decided(warning_id, WarningState.AWAITING.value, count, row.approvals_needed)
             await conn.execute(sa.update(warnings).where(warnings.c.id == warning_id).values(approved_at=now))
             state = await self._publish(conn, warning_id, alert, planner, now)
             return Decided(warning_id, state, count, row.approvals_needed)
@@ -121,11 +123,11 @@ class WarningStore:
                 await conn.execute(sa.insert(approvals).values(warning_id=warning_id, approver=approver.user,
                                                                decision="rejected", reason=reason, at=now))
             w = warnings.c
-            await conn.execute(sa.update(warnings).where(w.id == warning_id)
-                               .values(state="rejected", rejected_reason=reason, version=w.version + 1))
+            await conn.execute(transition(WARNING, WarningState.REJECTED).where(w.id == warning_id)
+                               .values(rejected_reason=reason))
             await audit.append(conn, self.db, now, approver.who, "warning.reject", f"warning:{warning_id}",
                                {"reason": reason})
-            return Decided(warning_id, "rejected", len(await self._approvers(conn, warning_id)),
+            return Decided(warning_id, WarningState.REJECTED.value, len(await self._approvers(conn, warning_id)),
                            row.approvals_needed)
 
     async def refused(self, alert: Alert, scope: Scope, err: WarndError) -> None:
@@ -140,7 +142,8 @@ class WarningStore:
         """Warnings waiting for approval since before `older_than` with no alarm raised for it yet."""
         w, a = warnings.c, alarms.c
         raised = sa.select(a.warning_id).where(a.code == "approval.overdue", a.warning_id.is_not(None))
-        q = sa.select(w.id).where(w.state == "awaiting", w.created_at < older_than, w.id.not_in(raised))
+        q = sa.select(w.id).where(w.state == WarningState.AWAITING.value, w.created_at < older_than,
+                                  w.id.not_in(raised))
         async with self.db.read() as conn:
             return list((await conn.execute(q)).scalars())
 
@@ -151,7 +154,7 @@ class WarningStore:
             seen = (await conn.execute(sa.select(a.id).where(a.code == "approval.overdue",
                                                              a.warning_id == warning_id))).first()
             state = (await conn.execute(sa.select(warnings.c.state).where(warnings.c.id == warning_id))).scalar()
-            if seen is not None or state != "awaiting":
+            if seen is not None or state != WarningState.AWAITING:
                 return False
             await conn.execute(sa.insert(alarms).values(at=now, code="approval.overdue", warning_id=warning_id,
                                                         detail={"waiting_minutes": minutes}))
@@ -185,7 +188,7 @@ class WarningStore:
         row = (await conn.execute(q)).first()
         if row is None:
             raise WarndError("warning.not_found")
-        if row.state != "awaiting":
+        if row.state != WarningState.AWAITING:
             raise error("approval.not_pending", "state", f"warning {warning_id} is {row.state}",
                         f"预警 {warning_id} 当前状态为 {row.state}")
         return row
@@ -201,10 +204,12 @@ class WarningStore:
         chain = [c for c in await self._chain(conn, alert) if c != wid]
         prior = await self._prior(conn, chain)
         plan = planner(prior)
-        state = "expired" if alert.expires is not None and alert.expires <= now else "active"
+        state = (WarningState.EXPIRED if alert.expires is not None and alert.expires <= now
+                 else WarningState.ACTIVE)
         notes = (await conn.execute(sa.select(warnings.c.notes).where(warnings.c.id == wid))).scalar_one()
-        await conn.execute(sa.update(warnings).where(warnings.c.id == wid).values(
-            state=state, regions=list(plan.regions), published_at=now,
+        await conn.execute(transition(WARNING, state, within=(WarningState.AWAITING,))
+                           .where(warnings.c.id == wid).values(
+            regions=list(plan.regions), published_at=now,
             notes=list(notes) + [{"code": "plan", "en": n} for n in plan.notes]))
         if chain:
             await self._retire(conn, chain, alert.msg_type, now)
@@ -218,7 +223,7 @@ class WarningStore:
         if prior.grids:  # an Update: what it kept of the work done (see domain/updates)
             detail.update(await carry_work(conn, wid, level, alert.expires, plan, ids, prior.grids, now))
         await audit.append(conn, self.db, now, "system", "warning.publish", f"warning:{wid}", detail)
-        return state
+        return state.value
 
     @staticmethod
     async def _find(conn: AsyncConnection, sender: str, identifier: str) -> tuple[int, str | None] | None:
@@ -282,7 +287,7 @@ class WarningStore:
         values = dict(
             sender=alert.sender, identifier=alert.identifier, sent=alert.sent, status=alert.status.value,
             msg_type=alert.msg_type.value, level=level, event=event, headline=headline,
-            expires=alert.expires, state="awaiting", root_id=root, previous_id=previous,
+            expires=alert.expires, state=WarningState.AWAITING.value, root_id=root, previous_id=previous,
             department=scope.department, submitted_by=scope.who, approvals_needed=needed,
             cap_xml=parsed.cap_xml, regions=[], created_at=now, version=1,
             notes=[{"code": n.code, "field": n.field, "en": n.message_en, "zh": n.message_zh}
@@ -296,16 +301,14 @@ class WarningStore:
         cancel = msg_type is MsgType.CANCEL
         end = State.CANCELLED if cancel else State.SUPERSEDED
         d = deliveries.c
-        await conn.execute(sa.update(deliveries)
-                           .where(d.warning_id.in_(chain), d.state == State.PENDING.value)
-                           .values(state=end.value, updated_at=now, done_at=now, version=d.version + 1))
+        await conn.execute(transition(DELIVERY, end).where(d.warning_id.in_(chain))
+                           .values(updated_at=now, done_at=now))
         c = confirmations.c
-        await conn.execute(sa.update(confirmations)
-                           .where(c.warning_id.in_(chain), c.state == "open")
-                           .values(state="closed", closed_reason=end.value, version=c.version + 1))
+        await conn.execute(transition(CONFIRMATION, ConfirmationState.CLOSED).where(c.warning_id.in_(chain))
+                           .values(closed_reason=end.value))
         w = warnings.c
-        await conn.execute(sa.update(warnings).where(w.id.in_(chain), w.state == "active")
-                           .values(state="cancelled" if cancel else "superseded", version=w.version + 1))
+        ended = WarningState.CANCELLED if cancel else WarningState.SUPERSEDED
+        await conn.execute(transition(WARNING, ended).where(w.id.in_(chain)))
         await skip_warnings(conn, chain, end.value)
 
     @staticmethod
@@ -327,12 +330,13 @@ class WarningStore:
         if not plan.confirmations:
             return {}
         shared = dict(warning_id=wid, late=False, version=1)
-        await insert_rows(conn, confirmations, {**shared, "state": "open", "created_at": now}, [
+        await insert_rows(conn, confirmations, {**shared, "state": ConfirmationState.OPEN.value, "created_at": now}, [
             dict(grid=p.grid, person_id=p.person_id, backup_id=p.backup_id, deadline=p.deadline)
             for p in plan.confirmations if p.kept is None])
         await insert_rows(conn, confirmations, shared, [
             dict(grid=p.grid, person_id=p.person_id, backup_id=p.backup_id, deadline=p.deadline, state=k.state,
-                 confirmed_at=now if k.state == "confirmed" else None, covered_at=now if k.state == "covered" else None,
+                 confirmed_at=now if k.state == ConfirmationState.CONFIRMED else None,
+                 covered_at=now if k.state == ConfirmationState.COVERED else None,
                  confirmed_by=k.confirmed_by, channel="carried" if p.carried else None, created_at=k.since or now,
                  not_woken_at=k.not_woken_at, uncovered_at=k.uncovered_at, uncovered_reason=k.uncovered_reason)
             for p in plan.confirmations if (k := p.kept) is not None])
