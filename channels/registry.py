@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 
 from warnd.domain.sending import Audience, Channel, ChannelSpec
 
-from . import aliyun_sms, sms, speaker, voice, webhook
+from . import aliyun_sms, sms, speaker, voice, webhook, wecom
 
 SPECS: dict[str, ChannelSpec] = {spec.name: spec for spec in (
     webhook.SPEC,
@@ -18,6 +18,7 @@ SPECS: dict[str, ChannelSpec] = {spec.name: spec for spec in (
     sms.SPEC,
     voice.SPEC,
     aliyun_sms.SPEC,
+    wecom.SPEC,
 )}
 
 CallbackUrls = Callable[[str, int], str]  # (purpose "<channel>-<kind>", delivery id) → signed URL

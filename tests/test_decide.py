@@ -102,15 +102,3 @@ def test_without_a_source_the_module_one_jitters_within_the_bounds():
     assert [decide(retry, 1, T0, **RETRY).next_attempt_at for _ in range(20)] == once
     assert len(set(once)) > 1  # jittered
     assert all(T0 + 4 * S <= at < T0 + 6 * S for at in once)  # 2·2 + [0, 2)
-
-
-@pytest.mark.parametrize("attempt", [1, 2, 3, 5, 8])
-@pytest.mark.parametrize("u", [0.0, 0.3, 0.999])
-def test_same_bounds_and_meaning_as_the_tenacity_wait_it_replaced(monkeypatch, attempt, u):
-    tenacity = pytest.importorskip("tenacity")
-    from tenacity import wait as tenacity_wait
-    monkeypatch.setattr(tenacity_wait.random, "uniform", lambda a, b: a + (b - a) * u)
-    state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
-    state.attempt_number = attempt
-    theirs = tenacity.wait_exponential_jitter(multiplier=2.0, max=60.0, jitter=2.0)(state)
-    assert backoff_seconds(attempt, 2.0, 60.0, lambda: u) == pytest.approx(theirs)

@@ -94,6 +94,10 @@ FIELD_VALUES: dict[str, st.SearchStrategy] = {
     "code": codes, "parent": codes, "region": codes, "grid": codes, "name": words, "address": words,
     "kind": st.sampled_from(["county", "township", "village", "grid", "province", "x", ""]),
     "polygon": polygons, "id": ids, "backup": ids, "phone": phones,
+    "groups": st.one_of(st.dictionaries(st.sampled_from(["wecom", "sms", "Wecom", ""]), st.sampled_from(
+        ["693a91f6-7b2c-4bc4-97a0-0ec2a1fa5aaa", "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=693a91f6-7b2c",
+         "http://x/?key=a&key=b", "short", "", "密钥密钥密钥密钥"]), max_size=2),
+        st.sampled_from(["wecom=693a91f6-7b2c-4bc4", "wecom", "=x;wecom=", ""])),
     "roles": many(st.sampled_from([*ROLES, "pilot", ""])),
     "language": st.sampled_from(["zh-CN", "zh_cn", "en", "zh-Hans-CN", "yue-HK", "e", "english", "zh-419", ""]),
     "vulnerable": st.sampled_from([True, False, "yes", "否", "1", "maybe", 2]),

@@ -5,7 +5,7 @@ longer and prefixed by its village code is a warnd grid (网格).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 REGION_KINDS = ("province", "prefecture", "county", "township", "village", "grid")
 ROLES = ("grid_responsible", "liaison", "village_head", "township_duty", "county_duty")
@@ -72,6 +72,9 @@ class Region:
     kind: str
     parent: str | None = None
     polygon: tuple[tuple[float, float], ...] | None = None  # (lat, lon) closed ring
+    # The region's group chats: channel name → the group's address on it (a WeCom group
+    # robot's webhook key). A secret: whoever has it can post to the group; shown redacted.
+    groups: dict[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -115,3 +118,12 @@ class Subscriber:
     public: bool = True
     active: bool = True
     restricted: bool = False  # may receive CAP scope Restricted warnings (authorised recipients)
+
+
+def redact(address: str) -> str:
+    """A group address (a secret) as it may be shown or logged: its last four characters."""
+    return "…" + address[-4:] if len(address) > 8 else "…"
+
+
+def redacted_groups(groups: dict[str, str]) -> dict[str, str]:
+    return {channel: redact(address) for channel, address in groups.items()}

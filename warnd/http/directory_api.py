@@ -1,4 +1,8 @@
-"""/api/v1/directory: read with any token (phones and addresses only for roles with CONTACTS); write as admin."""
+"""/api/v1/directory: read with any token (phones and addresses only for roles with CONTACTS); write as admin.
+
+A region's group addresses (robot keys: whoever has one can post to the group) are
+shown redacted to everybody, admins included: a PUT gives them in full.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -8,7 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from warnd.domain.authority import Right
-from warnd.domain.directory import Subscriber
+from warnd.domain.directory import Region, Subscriber, redacted_groups
 from warnd.domain.errors import error
 from warnd.http.auth import admin_of, scope_of
 from warnd.http.keys import NODE
@@ -38,6 +42,8 @@ def _json(entry, contacts: bool = True) -> dict:  # noqa: ANN001 - any directory
     out = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(entry).items()}
     if not contacts:
         out.update({k: None for k in CONTACT_FIELDS if out.get(k) is not None})
+    if isinstance(entry, Region):
+        out["groups"] = redacted_groups(entry.groups)
     return out
 
 

@@ -8,14 +8,17 @@ Whether references (parents, backups, grids) exist is decided by
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterable, Mapping
 
 import yaml
 
+from warnd.domain import phones
 from warnd.domain.directory import ROLES, Household, Person, Region, Speaker, Subscriber, region_kind, region_parent
 from warnd.domain.errors import Problem, WarndError
 from warnd.domain.model import Level, Status
@@ -110,27 +113,75 @@ def _grid(v: Any) -> str | None:
     return t
 
 
-_MOBILE = re.compile(r"1[3-9]\d{9}")
-_LANDLINE = re.compile(r"0[1-9]\d{8,10}")
-_E164 = re.compile(r"\+[1-9]\d{6,14}")
-_CN = re.compile(r"\+86(1[3-9]\d{9}|[2-9]\d{8,10})")
-
-
 def _phone(v: Any) -> str | None:
-    t = _text(v, 32)
+    # An unquoted YAML number loses what was written: 07131234567 is octal, +86… drops the "+".
+    t = _text(v.source if isinstance(v, _YamlInt) else v, 32)
     if t is None:
         return None
-    s = re.sub(r"[\s\-().（）]", "", t)
-    if s.startswith("00"):
-        s = "+" + s[2:]
-    if _MOBILE.fullmatch(s):
-        return "+86" + s
-    if _LANDLINE.fullmatch(s):
-        return "+86" + s[1:]  # 0713-1234567 -> +867131234567
-    if _E164.fullmatch(s) and (not s.startswith("+86") or _CN.fullmatch(s)):
-        return s
-    raise _Invalid(f"phone {t!r} is not E.164 (+8613800138000) or a Chinese mobile/landline number",
-                   f"电话 {t!r} 不是 E.164 格式（+8613800138000），也不是国内手机或座机号码")
+    try:
+        return phones.normalise(t)
+    except phones.InvalidPhone as exc:
+        raise _Invalid(exc.en, exc.zh) from None
+
+
+_CHANNEL = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_GROUP_ADDRESS = re.compile(r"[A-Za-z0-9._~-]{8,128}")
+
+
+def _group_address(t: str) -> str:
+    """A group's address: a robot's webhook key, or its webhook URL (…/send?key=KEY), kept as the key.
+    The endpoint is configuration (the channel's base_url), so directory data never chooses a host."""
+    if t.lower().startswith(("https://", "http://")):
+        keys = urllib.parse.parse_qs(urllib.parse.urlsplit(t).query).get("key", [])
+        if len(keys) != 1:
+            raise _Invalid("a group's webhook URL must carry its key (…/webhook/send?key=KEY)",
+                           "群机器人 webhook 地址须带 key 参数（…/webhook/send?key=KEY）")
+        t = keys[0]
+    if not _GROUP_ADDRESS.fullmatch(t):
+        raise _Invalid("a group address (robot webhook key) is 8–128 letters, digits and . _ ~ -",
+                       "群地址（机器人 webhook key）须为 8–128 个字母、数字或 . _ ~ -")
+    return t
+
+
+def _groups(v: Any) -> dict[str, str] | None:
+    """channel → group address: a mapping in YAML and the API, `wecom=KEY;other=KEY` in a CSV cell."""
+    if v is None or v == "":
+        return None
+    if isinstance(v, str):
+        pairs = []
+        for item in _items(v):
+            name, sep, address = item.partition("=")
+            if not sep:
+                raise _Invalid(f"expected channel=address pairs separated by ; (wecom=KEY), got {item!r}",
+                               f"应为以 ; 分隔的“渠道=地址”（wecom=KEY），实际为 {item!r}")
+            pairs.append((name.strip(), address.strip()))
+    elif isinstance(v, Mapping):
+        pairs = list(v.items())
+    else:
+        raise _Invalid("groups must be a mapping of channel to group address (wecom: KEY)",
+                       "groups 须为“渠道: 群地址”的映射（wecom: KEY）")
+    out: dict[str, str] = {}
+    for name, address in pairs:
+        name = _text(name, 32)
+        if name is None or not _CHANNEL.fullmatch(name):
+            raise _Invalid(f"{_printable(name)!r} is not a channel name", f"{_printable(name)!r} 不是渠道名")
+        if name not in _group_channels():
+            known = ", ".join(sorted(_group_channels())) or "none"
+            raise _Invalid(f"channel {name!r} does not post to groups (group channels: {known})",
+                           f"渠道 {name!r} 不向群发送（群渠道：{known}）")
+        text = _text(address, 2000)
+        if text is None:
+            raise _Invalid(f"{name}: the group address is empty", f"{name}：群地址为空")
+        out[name] = _group_address(text)
+    return out or None
+
+
+def _group_channels() -> frozenset[str]:
+    """The registered channels that post to a region's group (their spec's audience)."""
+    from warnd.domain.sending import Audience
+    from warnd_channels.registry import SPECS  # here: the channels import the configuration, which imports ingest
+
+    return frozenset(name for name, spec in SPECS.items() if spec.audience is Audience.GROUP)
 
 
 _LANG = re.compile(r"([a-z]{2,3})(?:-([a-z]{4}))?(?:-([a-z]{2}|\d{3}))?")
@@ -278,7 +329,7 @@ REQUIRED, OPTIONAL = True, False
 Spec = dict[str, tuple[Callable[[Any], Any], bool]]
 SPECS: dict[str, Spec] = {
     "regions": {"code": (_code, REQUIRED), "name": (_text, REQUIRED), "kind": (_text, OPTIONAL),
-                "parent": (_code, OPTIONAL), "polygon": (_polygon, OPTIONAL)},
+                "parent": (_code, OPTIONAL), "polygon": (_polygon, OPTIONAL), "groups": (_groups, OPTIONAL)},
     "people": {"id": (_id, REQUIRED), "name": (_text, REQUIRED), "region": (_code, REQUIRED),
                "roles": (_list_of(_role), REQUIRED), "phone": (_phone, OPTIONAL),
                "language": (_language, OPTIONAL), "backup": (_id, OPTIONAL)},
@@ -375,6 +426,18 @@ class _Loader(yaml.SafeLoader):
             raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
 
 
+class _YamlInt(int):
+    """An integer as YAML read it, with the text it was written as (for phone numbers)."""
+
+    source: str
+
+
+def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
+    value = _YamlInt(loader.construct_yaml_int(node))
+    value.source = str(node.value)
+    return value
+
+
 def _construct_map(loader: _Loader, node: yaml.MappingNode):  # noqa: ANN202
     data = _LineDict()
     data.line, data.field_lines = node.start_mark.line + 1, {}
@@ -390,6 +453,7 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode):  # noqa: ANN202
 
 
 _Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 Row = tuple[str, Where, Mapping[Any, Any]]  # kind, where, raw
 
@@ -563,7 +627,7 @@ def check_references(data: DirectoryData, known: KnownIds) -> DirectoryData:
             what = "village" if r.kind == "grid" else "parent region"
             missing("regions", r.code, "parent", f"{what} {parent} does not exist",
                     f"{'所属村' if r.kind == 'grid' else '上级区划'} {parent} 不存在")
-        regions.append(r if parent == r.parent else Region(r.code, r.name, r.kind, parent, r.polygon))
+        regions.append(r if parent == r.parent else dataclasses.replace(r, parent=parent))
     for p in data.people:
         if p.region not in kinds:
             missing("people", p.id, "region", f"region {p.region} does not exist", f"区划 {p.region} 不存在")

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, ForeignKey, Index, Integer,
                         MetaData, String, Table, Text, UniqueConstraint, false as sa_false)
-from sqlalchemy import Double
+from sqlalchemy import Double, text
 from sqlalchemy.types import TypeDecorator
 
 
@@ -119,6 +119,8 @@ regions = Table(
     Column("parent", String(32), index=True),
     Column("polygon", JSON),  # [[lat, lon], …] closed ring, or null
     Column("updated_at", TS, nullable=False),
+    # {channel: group address}: a village's or township's group chats (a WeCom robot's key)
+    Column("groups", JSON, nullable=False, server_default=text("'{}'")),
 )
 
 people = Table(
@@ -178,7 +180,7 @@ warnings = Table(
     Column("event", String(400), nullable=False),
     Column("headline", Text),
     Column("expires", TS),
-    Column("state", String(16), nullable=False),  # awaiting / rejected / active / superseded / cancelled / expired / ended
+    Column("state", String(16), nullable=False),  # awaiting / rejected / active / superseded / cancelled / expired (warnd/domain/states.py)
     Column("root_id", BigInteger, index=True),  # first warning of an update chain
     Column("previous_id", BigInteger),
     Column("department", String(200)),

@@ -316,9 +316,12 @@ class WarningStore:
                                  plan: Plan, now: datetime) -> None:
         shared = dict(warning_id=wid, priority=level, state=State.PENDING.value, attempts=0, next_attempt_at=now,
                       expires=expires, created_at=now, updated_at=now, version=1)
-        await insert_rows(conn, deliveries, shared, [
-            dict(channel=p.channel, recipient_kind=p.recipient.kind, grid=p.grid, recipient_id=p.recipient.id,
-                 address=p.recipient.address, language=p.recipient.language) for p in plan.deliveries])
+        rows = [dict(channel=p.channel, recipient_kind=p.recipient.kind, grid=p.grid, recipient_id=p.recipient.id,
+                     address=p.recipient.address, language=p.recipient.language) for p in plan.deliveries]
+        if any(p.params for p in plan.deliveries):  # a group message's mentions (rarely: the column stays NULL)
+            for row, p in zip(rows, plan.deliveries):
+                row["params"] = dict(p.params) if p.params else None
+        await insert_rows(conn, deliveries, shared, rows)
 
     @staticmethod
     async def _insert_confirmations(conn: AsyncConnection, wid: int, plan: Plan, now: datetime) -> dict[str, int]:
