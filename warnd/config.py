@@ -376,6 +376,20 @@ class ConsoleConfig(Strict):
         return v
 
 
+class FeedConfig(Strict):
+    """One CAP feed warnd polls (Atom or RSS index, or CAP in entries): see warnd/feeds/."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    url: str
+    department: str  # the department it issues for: that department's authority applies, approval included
+    interval_seconds: float = Field(60.0, ge=1)
+
+
+class ScheduleConfig(Strict):
+    """Cron jobs: scheduled drills, the daily summary, the roster refresh, retention (see
+    warnd/engine/schedules.py)."""
+
+
 class Config(Strict):
     database_url: str = "sqlite:///warnd.db"
     host: str = "127.0.0.1"
@@ -405,6 +419,8 @@ class Config(Strict):
     approval: ApprovalConfig = ApprovalConfig()
     sweeps: SweepConfig = SweepConfig()
     console: ConsoleConfig = ConsoleConfig()
+    feeds: list[FeedConfig] = []  # CAP feeds polled (each one job); see *Feeds* in the README
+    schedules: ScheduleConfig = ScheduleConfig()
     log_level: str = "INFO"
     # The sections of channels whose configuration model lives in their own module
     # (channels/<name>.py), keyed by channel name and written at the top level like

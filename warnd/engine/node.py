@@ -23,7 +23,9 @@ from warnd.engine.dispatcher import DEADLINE_MARGIN, Dispatcher
 from warnd.engine.intake import Intake
 from warnd.engine.metrics import Metrics
 from warnd.engine.receipts import Receipts
+from warnd.engine.schedules import Schedules
 from warnd.engine.sweeps import Sweeps
+from warnd.feeds.poller import FeedPoller
 from warnd.store import audit, settings
 from warnd.store.call_lists import CallListStore
 from warnd.store.confirmations import ConfirmationStore
@@ -80,6 +82,8 @@ class Node:
         self.intake = Intake(config, self.clock, self.directory, WarningStore(self.db, self.clock),
                              self.alerts, self.metrics, frozenset(self.channels), self.dispatcher.wake)
         self.sweeps = Sweeps()
+        self.feeds = FeedPoller(self)
+        self.schedules = Schedules(self)
         self.started = False
         self.caught_up = False  # replies received while down fetched (see catch_up_replies)
         self._catch_up_wait = 0.0  # seconds until the next try after a failed one (retry_catch_up)
@@ -109,6 +113,10 @@ class Node:
                              (self.users.purge_sessions, 3600.0), (self.retry_catch_up, sweeps.recover_seconds),
                              *(((self.watch_speakers, sweeps.speaker_seconds),) if self.devices else ())):
             self.sweeps.every(seconds, job)
+        for job, seconds, name in self.feeds.jobs():  # one poll job per feed
+            self.sweeps.every(seconds, job, name=name)
+        for job, cron, name in self.schedules.jobs():  # drills, the daily summary, roster, retention
+            self.sweeps.cron(cron, job, name=name)
         self.started = True
         log.info("node started", extra={"node": self.incarnation, "channels": sorted(self.channels)})
 

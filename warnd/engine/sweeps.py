@@ -19,8 +19,8 @@ class Sweeps:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
 
-    def every(self, seconds: float, sweep: Callable[[], Awaitable[object]]) -> None:
-        name = getattr(sweep, "__name__", "sweep")
+    def every(self, seconds: float, sweep: Callable[[], Awaitable[object]], name: str | None = None) -> None:
+        name = name or getattr(sweep, "__name__", "sweep")
         self._tasks.append(asyncio.create_task(self._run(seconds, sweep, name), name=f"sweep-{name}"))
 
     async def _run(self, seconds: float, sweep: Callable[[], Awaitable[object]], name: str) -> None:
@@ -39,3 +39,6 @@ class Sweeps:
         self._stopping.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+
+    def cron(self, expression: str, job: Callable[[], Awaitable[object]], name: str) -> None:
+        raise NotImplementedError("cron jobs come with the scheduler (issue 14)")

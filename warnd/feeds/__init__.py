@@ -1,0 +1,1 @@
+"""CAP feeds: warnd polls departments' and meteorological feeds, and serves its own."""
