@@ -377,17 +377,160 @@ class ConsoleConfig(Strict):
 
 
 class FeedConfig(Strict):
-    """One CAP feed warnd polls (Atom or RSS index, or CAP in entries): see warnd/feeds/."""
+    """One CAP feed warnd polls (Atom or RSS index, or CAP in entries): see warnd/feeds/.
+
+    A feed issues as its department's token would: `senders`, `events`, `regions` and
+    `max_level` are that token's scope (warnd/domain/authority.py), and the department's
+    approval policy (approval.departments, green_channel) decides whether its warnings
+    wait for 签发. Secrets are named so the audit log's redaction hides them
+    (`basic_password`, `bearer_token`); credentials go only to the feed's own host.
+    """
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     url: str
-    department: str  # the department it issues for: that department's authority applies, approval included
+    department: str = Field(min_length=1)  # the department it issues for: its authority applies, approval included
+    senders: list[str] = Field(min_length=1)  # the CAP <sender>s it issues as, as a department token names them
+    events: list[str] = ["*"]
+    regions: list[str] = ["*"]  # codes covering their descendants in the directory
+    max_level: str = "red"
     interval_seconds: float = Field(60.0, ge=1)
+    timeout_seconds: float = Field(20.0, gt=0)  # one request, connect to last byte
+    headers: dict[str, str] = {}  # sent with every request (not secret: use the credentials below)
+    basic_user: str | None = None
+    basic_password: str | None = None
+    bearer_token: str | None = None
+    # Hosts, besides the feed's own, that entries may link CAP on (an aggregator's index).
+    link_hosts: list[str] = []
+    untyped_links: bool = False  # an Atom entry's untyped link is its CAP (NWS-style indexes)
+    signed: bool = False  # every CAP must carry an XML signature by one of trusted_certs
+    trusted_certs: list[str] = []  # PEM certificate files
+    max_index_bytes: int = Field(5 * 1024 * 1024, ge=1024)
+    max_message_bytes: int | None = Field(None, ge=1024)  # None: the API's max_body_bytes
+    backoff_max_seconds: float = Field(3600.0, ge=1)  # failed polls back off, doubling, up to this
+    alarm_after_polls: int = Field(5, ge=1)  # this many failed polls in a row: an operator alarm
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("a feed url is an http(s) URL")
+        if parts.username or parts.password:
+            raise ValueError("put a feed's credentials in basic_user / basic_password, not in its url")
+        return v
+
+    @field_validator("max_level")
+    @classmethod
+    def _level_known(cls, v: str) -> str:
+        return Level.parse(v).label
+
+    @field_validator("headers")
+    @classmethod
+    def _no_secret_headers(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if name.lower() in ("authorization", "cookie", "proxy-authorization"):
+                raise ValueError(f"header {name} would be logged unredacted: use basic_user/basic_password "
+                                 "or bearer_token")
+        return v
+
+    @model_validator(mode="after")
+    def _credentials_and_certs(self) -> FeedConfig:
+        if self.bearer_token and (self.basic_user or self.basic_password):
+            raise ValueError(f"feed {self.name}: basic credentials or a bearer token, not both")
+        if (self.basic_user is None) != (self.basic_password is None):
+            raise ValueError(f"feed {self.name}: basic_user and basic_password go together")
+        if self.signed and not self.trusted_certs:
+            raise ValueError(f"feed {self.name}: a signed feed needs trusted_certs")
+        from cryptography import x509
+        for path in self.trusted_certs:
+            try:
+                x509.load_pem_x509_certificates(Path(path).read_bytes())
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"feed {self.name}: trusted certificate {path}: {exc}") from None
+        return self
+
+
+def _crontab(value: str) -> str:
+    """A 5-field cron expression (minute hour day month weekday), as the scheduler reads it."""
+    from apscheduler.triggers.cron import CronTrigger  # here: only config loading needs it
+    try:
+        CronTrigger.from_crontab(value, timezone="UTC")
+    except ValueError as exc:
+        raise ValueError(f"not a 5-field cron expression (minute hour day month weekday): {exc}") from None
+    return value
+
+
+class CronJob(Strict):
+    """A job run on a cron schedule; a bad expression is refused at load, naming its key."""
+
+    cron: str
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_valid(cls, v: str) -> str:
+        return _crontab(v)
+
+
+class DrillSchedule(CronJob):
+    """A scheduled drill (演练): an Exercise warning from a template to regions, like a monthly
+    proficiency test. Submitted with its department's authority (approval policy applies); its
+    drill report is kept as every drill's. One warning per scheduled minute, however many
+    nodes fire it (the CAP identifier is made of the name and the fire time)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    cron: str
+    department: str = Field(min_length=1)  # its token's scope is the drill's authority
+    regions: list[str] = Field(min_length=1)  # region codes (GB2260 geocodes)
+    template: EventTemplate  # the console's event-template format
+    sender: str | None = None  # CAP <sender>; None: the department's own (its token's senders)
+
+
+class SummarySchedule(CronJob):
+    """The daily summary (值班日报) of the last `hours` to the duty officer(s)."""
+
+    cron: str = "0 8 * * *"
+    to: list[str] = Field(["county_duty"], min_length=1)  # person roles told
+    channels: list[str] = Field(["sms"], min_length=1)
+    hours: float = Field(24.0, gt=0, le=24 * 31)
+
+
+class RosterSchedule(CronJob):
+    """The yearly roster refresh (名册核对): every person of `roles` is asked to confirm their
+    number; whoever has not answered within `confirm_days` is listed (GET /api/v1/roster)."""
+
+    cron: str = "0 9 1 3 *"  # 1 March, 09:00 in the display time zone
+    roles: list[str] = Field(["grid_responsible"], min_length=1)
+    channels: list[str] = Field(["sms"], min_length=1)
+    confirm_days: float = Field(14.0, gt=0)
+
+
+class RetentionSchedule(CronJob):
+    """Delivery attempts and inbound answers older than `days` are deleted, `batch` rows per
+    transaction. The audit log is never purged (it stays verifiable)."""
+
+    cron: str = "30 3 * * *"
+    days: float = Field(180.0, ge=1)
+    batch: int = Field(5000, ge=100, le=100_000)
 
 
 class ScheduleConfig(Strict):
     """Cron jobs: scheduled drills, the daily summary, the roster refresh, retention (see
-    warnd/engine/schedules.py)."""
+    warnd/engine/schedules.py). Cron expressions run in `display_timezone`. Drills, the
+    summary and the roster are off until configured; retention is on (180 days; null: off)."""
+
+    drills: list[DrillSchedule] = []
+    summary: SummarySchedule | None = None
+    roster: RosterSchedule | None = None
+    retention: RetentionSchedule | None = RetentionSchedule()
+
+    @field_validator("drills")
+    @classmethod
+    def _names_unique(cls, v: list[DrillSchedule]) -> list[DrillSchedule]:
+        names = [d.name for d in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"drill names must be unique: {sorted(n for n in set(names) if names.count(n) > 1)}")
+        return v
 
 
 class Config(Strict):
@@ -463,6 +606,15 @@ class Config(Strict):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @field_validator("feeds")
+    @classmethod
+    def _feed_names_unique(cls, v: list[FeedConfig]) -> list[FeedConfig]:
+        names = [f.name for f in v]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"feed names must be unique: {', '.join(twice)} given more than once")
+        return v
 
     @field_validator("levels")
     @classmethod

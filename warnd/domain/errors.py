@@ -78,6 +78,15 @@ CATALOGUE: dict[str, ErrorKind] = _kinds(
     ("request.method_not_allowed", 405, "Method not allowed here", "不允许此请求方法"),
     ("live.busy", 503, "Too many live views are open; try again shortly", "同时打开的实时视图过多，请稍后再试"),
     ("internal", 500, "Internal error; the request was not applied", "内部错误，请求未生效"),
+    # CAP feeds warnd polls (warnd/feeds/): recorded per poll and per entry, shown in GET /api/v1/feeds
+    ("feed.unreachable", 502, "The feed could not be reached", "无法连接订阅源"),
+    ("feed.http_status", 502, "The feed answered with an error status", "订阅源返回错误状态"),
+    ("feed.too_large", 413, "The feed index or a message in it is larger than the configured limit",
+     "订阅源索引或其中的消息超过配置的大小上限"),
+    ("feed.not_index", 400, "The feed is not a readable Atom or RSS index", "订阅源不是可读的 Atom 或 RSS 索引"),
+    ("feed.link_refused", 400, "An entry links to CAP on a host the feed may not use", "条目链接到不允许的主机"),
+    ("feed.bad_signature", 403, "The CAP message's XML signature is missing or does not verify",
+     "CAP 消息的 XML 签名缺失或校验失败"),
 )
 
 

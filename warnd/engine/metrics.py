@@ -36,6 +36,19 @@ class Metrics:
                                   ["channel", "state"], registry=r)
         self.recovered = Counter("warnd_recovered_total", "Deliveries recovered from dead claims", ["state"],
                                  registry=r)
+        self._feed_metrics(r)
+
+    def _feed_metrics(self, r: CollectorRegistry) -> None:
+        """CAP feeds warnd polls (warnd/feeds/poller.py)."""
+        self.feed_polls = Counter("warnd_feed_polls_total", "Feed polls by feed and result (ok, not_modified, "
+                                  "skipped or an error code)", ["feed", "result"], registry=r)
+        self.feed_alerts = Counter("warnd_feed_alerts_total", "New alerts applied from a feed", ["feed"],
+                                   registry=r)
+        self.feed_refused = Counter("warnd_feed_entries_refused_total", "Feed entries refused, by error code",
+                                    ["feed", "code"], registry=r)
+        self.feed_last_success = Gauge("warnd_feed_last_success_timestamp_seconds",
+                                       "When a feed was last polled successfully (Unix time)", ["feed"],
+                                       registry=r)
 
     def child(self, metric: MetricWrapperBase, *labels: str) -> MetricWrapperBase:
         """`metric.labels(*labels)`, looked up once: `labels()` checks, converts and locks on every call,

@@ -81,7 +81,7 @@ class Node:
         self.answers = Answers(ConfirmationStore(self.db), config, self.clock)
         self.intake = Intake(config, self.clock, self.directory, WarningStore(self.db, self.clock),
                              self.alerts, self.metrics, frozenset(self.channels), self.dispatcher.wake)
-        self.sweeps = Sweeps()
+        self.sweeps = Sweeps(config.display_zone)
         self.feeds = FeedPoller(self)
         self.schedules = Schedules(self)
         self.started = False

@@ -9,7 +9,7 @@ from warnd.http import call_lists_api, pages, session_api
 from warnd.http import audit_api
 from warnd.http import inbound_api, rollups_api
 from warnd.http import console_api, live_api, reports_api
-from warnd.http import cap_feed_api, feeds_api
+from warnd.http import cap_feed_api, feeds_api, roster_api
 from warnd.console import pages as console_pages
 from warnd.http.keys import METRICS, NODE
 from warnd.http.problems import identity_bodies_only, problems_middleware
@@ -32,7 +32,7 @@ def build_app(node: Node) -> web.Application:
     app.add_routes(rollups_api.routes())
     app.add_routes(inbound_api.routes())
     app.add_routes(console_api.routes() + live_api.routes() + reports_api.routes())
-    app.add_routes(feeds_api.routes() + cap_feed_api.routes())
+    app.add_routes(feeds_api.routes() + cap_feed_api.routes() + roster_api.routes())
     app.on_shutdown.append(live_api.close_streams)  # open live views end at once, not after 60 s
     if node.config.console.enabled:
         app.add_routes(console_pages.routes())

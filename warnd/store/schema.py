@@ -432,3 +432,75 @@ number_sends = Table(
     Column("updated_at", TS, nullable=False),
     Index("ix_number_sends_updated_at", "updated_at"),
 )
+
+# CAP feeds warnd polls (warnd/feeds/): each feed's status, shared by every node, and
+# every entry it saw, so a CAP is fetched and applied once across restarts and nodes.
+feed_status = Table(
+    "feed_status", metadata,
+    Column("name", String(64), primary_key=True),  # FeedConfig.name
+    Column("created_at", TS, nullable=False),
+    Column("last_poll_at", TS),
+    Column("last_success_at", TS),
+    Column("last_new_alert_at", TS),
+    Column("last_error_code", String(64)),
+    Column("last_error_detail", String(500)),
+    Column("consecutive_failures", Integer, nullable=False, default=0),
+    Column("etag", String(500)),  # the validators of the last index received
+    Column("last_modified", String(100)),
+    Column("next_poll_at", TS),  # no node polls before this: the interval, or the backoff
+    Column("alarmed_at", TS),  # the operator alarm raised for this run of failures (cleared on success)
+)
+
+feed_entries = Table(
+    "feed_entries", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("feed", String(64), nullable=False),
+    Column("entry_key", String(64), nullable=False),  # SHA-256 of the entry's id or link and its updated
+    Column("ref", String(500), nullable=False),  # the entry's id or link, for people
+    Column("at", TS, nullable=False),
+    Column("sender", String(200)),  # of the CAP, when it could be read
+    Column("identifier", String(200)),
+    Column("code", String(64)),  # null: applied; else the error code it was refused with
+    Column("detail", String(500)),
+    Column("warning_id", BigInteger),
+    UniqueConstraint("feed", "entry_key", name="uq_feed_entries_feed_entry_key"),
+    Index("ix_feed_entries_sender_identifier", "sender", "identifier"),
+)
+
+# Messages to people that belong to no warning (a schedule's: the daily summary, the roster
+# refresh's question), written as an outbox as deliveries are; see warnd/store/roster.py.
+notices = Table(
+    "notices", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),  # summary / roster
+    Column("round", String(64), nullable=False),  # which firing: its scheduled time, e.g. 2027-03-01T01:00Z
+    Column("person_id", String(64), nullable=False),
+    Column("channel", String(32), nullable=False),
+    Column("address", String(2000), nullable=False),
+    Column("language", String(16), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("state", String(16), nullable=False),  # pending (no sender takes notices yet) / sent / delivered / failed
+    Column("delivery_id", BigInteger),  # the send, once notices are sent through the dispatcher
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    # one per round, person and channel: a job fired twice (two nodes, a restart) asks once
+    UniqueConstraint("kind", "round", "person_id", "channel", name="uq_notices_kind_round_person"),
+    Index("ix_notices_kind_created", "kind", "created_at"),
+)
+
+# 名册核对: each round of the roster refresh asks every responsible person to confirm their number.
+roster_asks = Table(
+    "roster_asks", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("round", String(64), nullable=False),
+    Column("person_id", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("phone", String(32)),  # as the directory had it when asked; null: nobody could be asked
+    Column("asked_at", TS, nullable=False),
+    Column("due_at", TS, nullable=False),  # a reply after this does not count
+    Column("confirmed_at", TS),
+    Column("inbound_id", BigInteger),  # the reply that confirmed it (inbound.id)
+    UniqueConstraint("round", "person_id", name="uq_roster_asks_round_person"),
+    Index("ix_roster_asks_open", "round", "confirmed_at"),
+)
