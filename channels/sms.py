@@ -68,6 +68,13 @@ class SmsChannel:
                        "sid": result.provider_ref, "segments": segments_of(rendered)})
         return result
 
+    async def send_notice(self, address: str, text: str) -> SendResult:
+        """A text of no warning (the daily summary, a roster ask): messages.create once,
+        without a status callback (a notice is settled by the provider's acceptance)."""
+        return await self.api.create(
+            lambda client: client.messages.create_async(to=address, body=text, **self._sender),
+            self.config.timeout_seconds)
+
     async def status(self, sid: str) -> Receipt | None:
         """The message's state at Twilio (reconciliation, see TwilioApi.status)."""
         return await self.api.status(
@@ -128,6 +135,6 @@ SPEC = ChannelSpec(
     dedupes=False,  # a second SMS is a real duplicate
     public=False, config_model=SmsConfig,
     build=lambda section, config, callback_url: SmsChannel(config.twilio, section, callback_url),
-    callbacks=True, confirm_by_text=True, status_lookup=True, replies_lookup=True, door_list=True,
+    callbacks=True, confirm_by_text=True, status_lookup=True, replies_lookup=True, door_list=True, notices=True,
     inbound={"status": Inbound(InboundKind.RECEIPTS, twilio_inbound.message_status, "/twilio/sms/status"),
              "replies": Inbound(InboundKind.REPLIES, twilio_inbound.sms_reply, "/twilio/sms/inbound")})

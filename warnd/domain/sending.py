@@ -264,6 +264,7 @@ class ChannelSpec:
     replies_lookup: bool = False  # the channel can read replies its provider got while warnd was down
     door_list: bool = False  # can carry a door-to-door list's link to the person who walks it
     calls: bool = False  # a voice call: answered counts as told for a not-at-home household
+    notices: bool = False  # sends texts of no warning (summaries, roster asks): `send_notice(address, text)`
 
     def takes(self, kind: InboundKind) -> bool:
         return any(i.kind is kind for i in self.inbound.values())

@@ -22,6 +22,7 @@ from warnd.engine.answers import Answers
 from warnd.engine.dispatcher import DEADLINE_MARGIN, Dispatcher
 from warnd.engine.intake import Intake
 from warnd.engine.metrics import Metrics
+from warnd.engine.notices import NoticeSender
 from warnd.engine.receipts import Receipts
 from warnd.engine.schedules import Schedules
 from warnd.engine.sweeps import Sweeps
@@ -83,6 +84,7 @@ class Node:
                              self.alerts, self.metrics, frozenset(self.channels), self.dispatcher.wake)
         self.sweeps = Sweeps(config.display_zone)
         self.feeds = FeedPoller(self)
+        self.notices = NoticeSender(self)  # the summary's and the roster's texts
         self.schedules = Schedules(self)
         self.started = False
         self.caught_up = False  # replies received while down fetched (see catch_up_replies)
@@ -113,6 +115,8 @@ class Node:
                              (self.users.purge_sessions, 3600.0), (self.retry_catch_up, sweeps.recover_seconds),
                              *(((self.watch_speakers, sweeps.speaker_seconds),) if self.devices else ())):
             self.sweeps.every(seconds, job)
+        if self.notices.channels:
+            self.sweeps.every(sweeps.recover_seconds, self.notices.send_due, name="notices")
         for job, seconds, name in self.feeds.jobs():  # one poll job per feed
             self.sweeps.every(seconds, job, name=name)
         for job, cron, name in self.schedules.jobs():  # drills, the daily summary, roster, retention
@@ -193,6 +197,7 @@ class Node:
     async def stop(self) -> None:
         if self.started:
             await self.sweeps.stop()
+            await self.notices.close()
             await self.dispatcher.stop()
             await self.receipts.drain()
             try:  # whatever is still claimed (a result that could not be written) is taken over at once

@@ -479,7 +479,7 @@ notices = Table(
     Column("address", String(2000), nullable=False),
     Column("language", String(16), nullable=False),
     Column("body", Text, nullable=False),
-    Column("state", String(16), nullable=False),  # pending (no sender takes notices yet) / sent / delivered / failed
+    Column("state", String(16), nullable=False),  # pending / sending / sent / failed / uncertain (warnd/store/notices.py)
     Column("delivery_id", BigInteger),  # the send, once notices are sent through the dispatcher
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
