@@ -70,6 +70,16 @@ def test_private_webhook_urls_are_refused_unless_configured(tmp_path):
     assert result.exit_code == 1 and "directory.unsafe_url" in result.output
 
 
+def test_the_example_directory_imports_as_the_readme_says(tmp_path, monkeypatch):
+    """README: `WARND_WEBHOOK__ALLOW_PRIVATE_URLS=true warnd directory import config/directory.example.yaml`."""
+    runner = CliRunner()
+    db = ["--database-url", f"sqlite:///{tmp_path / 'cli.db'}"]
+    runner.invoke(main, ["db", "upgrade", *db])
+    monkeypatch.setenv("WARND_WEBHOOK__ALLOW_PRIVATE_URLS", "true")
+    result = runner.invoke(main, ["directory", "import", *db, str(CONFIG_DIR / "directory.example.yaml")])
+    assert result.exit_code == 0 and "subscribers.inserted: 2" in result.output, result.output
+
+
 def test_an_unmigrated_database_gets_advice_not_a_stack_trace(tmp_path):
     result = CliRunner().invoke(main, ["token", "create", "--database-url", f"sqlite:///{tmp_path / 'x.db'}",
                                        "--department", "x", "--sender", "x@example.cn"])
@@ -80,4 +90,4 @@ def test_a_bad_config_file_names_the_setting(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("webhook:\n  concurrency: 0\nlevels:\n  purple: {}\n")
     result = CliRunner().invoke(main, ["db", "upgrade", "--config", str(cfg)])
-    assert result.exit_code == 1 and "webhook.concurrency" in result.output and "levels" in result.output
+    assert result.exit_code == 2 and "webhook.concurrency" in result.output and "levels" in result.output

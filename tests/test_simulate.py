@@ -214,7 +214,8 @@ def test_the_shipped_scenarios_are_valid_and_the_demo_cap_file_passes_cap_valida
 
 def test_the_demo_completes_with_every_grid_confirmed_or_covered(tmp_path):
     report_path = tmp_path / "demo.json"
-    done = subprocess.run([*warnd_command(), "demo", "--speed", "30", "--report", str(report_path)],
+    done = subprocess.run([*warnd_command(), "demo", "--speed", "30", "--out", str(tmp_path / "demo"),
+                           "--report", str(report_path)],
                           capture_output=True, text=True, timeout=300, env=clean_env(), stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     report = json.loads(report_path.read_text())

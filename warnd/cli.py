@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -9,10 +10,11 @@ from pathlib import Path
 import click
 
 from warnd.commands import approvals, audit, tokens, users
-from warnd.commands.common import CONFIG_OPTION, DB_OPTION, with_database
+from warnd.commands.common import CONFIG_OPTION, DB_OPTION, Stop, with_database
 from warnd.commands.common import load as _config
 from warnd.commands.common import run as _run
-from warnd.config import Config
+from warnd.config import LOG_LEVELS, Config
+from warnd.sim.cli import sim
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="warnd")
@@ -27,18 +29,25 @@ def main() -> None:
 @click.option("--port", type=int, default=None, help="Listen port / 监听端口")
 @click.option("--migrate/--no-migrate", default=True, show_default=True,
               help="Upgrade the database schema before starting / 启动前升级数据库结构")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default=None,
+              help="Overrides log_level / 日志级别")
 @click.option("--simulation-clock", hidden=True, default=None,
               help="SPEED@REAL_START@SIM_START: accelerated time, set by `warnd simulate` only")
 def serve(config_path: str | None, database_url: str | None, host: str | None, port: int | None,
-          migrate: bool, simulation_clock: str | None) -> None:
-    """Run the API, the dispatcher and the sweeps / 运行 API、分发器与定时任务."""
+          migrate: bool, log_level: str | None, simulation_clock: str | None) -> None:
+    """Run the API, the dispatcher and the sweeps / 运行 API、分发器与定时任务.
+
+    Exit 2: bad configuration; 3: database unreachable; 4: cannot listen; 5: routing or a
+    ladder reaches nobody (see the README's exit codes).
+    """
     from warnd import logs
     from warnd.clock import ScaledClock
-    from warnd.store.migrate import upgrade
-    config = _config(config_path, database_url=database_url, host=host, port=port)
+    from warnd.commands.common import migrate as _migrate
+    config = _config(config_path, database_url=database_url, host=host, port=port,
+                     log_level=log_level.upper() if log_level else None)
     logs.setup(config.log_level)
     if migrate:
-        upgrade(config.database_url)
+        _migrate(config.database_url)
     clock = ScaledClock.parse(simulation_clock) if simulation_clock else None
     asyncio.run(_serve(config, clock))
 
@@ -46,18 +55,34 @@ def serve(config_path: str | None, database_url: str | None, host: str | None, p
 async def _serve(config: Config, clock=None) -> None:  # noqa: ANN001 - a Clock, or the system's
     from aiohttp import web
 
+    from warnd.commands.common import announce_readiness, database_failure, listen
     from warnd.engine.node import Node
     from warnd.http.app import build_app
     node = Node(config, clock=clock)
-    await node.start()
+    try:  # refused before anything starts: the port is bound before the node starts, and kept
+        announce_readiness(node.readiness)
+        sock = listen(config.host, config.port)
+    except Stop:
+        await node.stop()
+        raise
+    try:
+        await node.start()
+    except Exception as exc:
+        sock.close()
+        await node.stop()
+        stop = database_failure(exc, config.database_url)
+        if stop is None:
+            raise
+        raise stop from None
     runner = web.AppRunner(build_app(node), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, config.host, config.port).start()
+    await web.SockSite(runner, sock).start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    click.echo(f"warnd serving on http://{config.host}:{config.port} (node {node.incarnation})", err=True)
+    logging.getLogger("warnd.node").info("serving", extra={"url": f"http://{config.host}:{sock.getsockname()[1]}",
+                                                            "node": node.incarnation})
     await stop.wait()
     await runner.cleanup()
     await node.stop()
@@ -73,10 +98,9 @@ def db() -> None:
 @DB_OPTION
 def db_upgrade(config_path: str | None, database_url: str | None) -> None:
     """Create or upgrade the schema to the newest version / 创建或升级到最新结构."""
-    from warnd.store.migrate import current, upgrade
+    from warnd.commands.common import migrate
     config = _config(config_path, database_url=database_url)
-    upgrade(config.database_url)
-    click.echo(f"database at revision {current(config.database_url)}")
+    click.echo(f"database at revision {migrate(config.database_url)}")
 
 
 @main.group()
@@ -127,17 +151,7 @@ def cap_validate(config_path: str | None, files: tuple[str, ...]) -> None:
     sys.exit(0 if all_ok else 1)
 
 
-SIMULATORS = {"twilio": "warnd.sim.twilio", "webhook-sink": "warnd.sim.webhook_sink",
-              "speakers": "warnd.sim.speakers", "aliyun": "warnd.sim.aliyun", "wecom": "warnd.sim.wecom"}
-
-
-@main.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
-@click.argument("name", type=click.Choice(sorted(SIMULATORS)))
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def sim(name: str, args: tuple[str, ...]) -> None:
-    """Run a simulator: twilio, aliyun, wecom, webhook-sink, speakers (`warnd sim NAME --help`) / 运行模拟器."""
-    import importlib
-    importlib.import_module(SIMULATORS[name]).main(list(args))
+main.add_command(sim)
 
 
 SPEED_OPTION = click.option("--speed", type=click.FloatRange(min=0, min_open=True, max=1000), default=None,
@@ -167,11 +181,24 @@ def simulate(scenario: str, speed: float | None, report_path: str | None, db_url
 @main.command()
 @SPEED_OPTION
 @REPORT_OPTION
-def demo(speed: float | None, report_path: str | None) -> None:
-    """A county's red rainstorm warning end to end, no accounts or services needed / 一键演示."""
-    from warnd.simulate import run_command
-    from warnd.simulate.demo import scenario_path
-    sys.exit(run_command(scenario_path(), speed=speed, report_path=report_path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Keep the results here (default ./warnd-demo-<YYYYmmdd-HHMMSS>/): report.json, grids.csv, "
+                   "channels.csv, timeline.csv, coverage.csv, report.html / 结果目录")
+@click.option("--lang", type=click.Choice(["zh", "en"]), default=None,
+              help="Language of the output (default: Chinese; English when LC_ALL/LANG starts with en) / 输出语言")
+@click.option("--keep-running", is_flag=True,
+              help="Afterwards leave warnd up on the demo's data, print its address, a console login and a "
+                   "token; Ctrl-C stops it / 演示结束后保持 warnd 运行")
+def demo(speed: float | None, report_path: str | None, out_dir: str | None, lang: str | None,
+         keep_running: bool) -> None:
+    """A county's rainstorm night: an orange warning, raised to red, then lifted; every grid's
+    responsible person asked to confirm, escalation where nobody does. No accounts or services
+    needed / 一键演示：暴雨橙色预警升级为红色后解除，逐网格叫应.
+
+    Exit 0: every grid confirmed or covered, nothing lost; 1: not so; 3: the run failed.
+    """
+    from warnd.simulate.demo import run_demo
+    sys.exit(run_demo(speed=speed, out=out_dir, report_path=report_path, lang=lang, keep_running=keep_running))
 
 
 for command in (audit.audit, tokens.token, users.user, approvals.warning):

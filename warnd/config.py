@@ -2,12 +2,18 @@
 
 Levels, deadlines, routing and channel limits are data here, not code. Every
 field has a production-sensible default, so an empty file is a valid config.
-Environment variables WARND_DATABASE_URL and WARND_PUBLIC_BASE_URL override
-the file (twelve-factor style deployments).
+Every key can be set by an environment variable, `WARND_<SECTION>__<KEY>` (upper
+case, `__` between levels: WARND_SMS__ENABLED=true, WARND_TWILIO__AUTH_TOKEN=…,
+WARND_DATABASE_URL for a top-level key), its value read as a YAML scalar; it beats the
+file, and a command-line option beats both. A WARND_ variable without `__` that names no
+top-level key belongs to another tool (WARND_CONFIG, WARND_TOKEN) and is left alone; one
+with `__` that names no key is refused like an unknown key in the file.
 """
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -23,6 +29,16 @@ from warnd.ingest.limits import Limits
 
 
 SIMULATOR_AUTH_TOKEN = "simulator-auth-token"  # public: shipped with warnd's Twilio simulator
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+DATABASES = ("sqlite", "postgresql", "postgres")  # a URL's scheme, before any +driver
+
+
+class ConfigProblem(ValueError):
+    """A mistake a validator found, with the key it is about and what to do, in both languages."""
+
+    def __init__(self, key: str, en: str, zh: str) -> None:
+        super().__init__(en)
+        self.key, self.en, self.zh = key, en, zh
 
 
 class Strict(BaseModel):
@@ -564,7 +580,11 @@ class Config(Strict):
     console: ConsoleConfig = ConsoleConfig()
     feeds: list[FeedConfig] = []  # CAP feeds polled (each one job); see *Feeds* in the README
     schedules: ScheduleConfig = ScheduleConfig()
-    log_level: str = "INFO"
+    log_level: str = "INFO"  # DEBUG, INFO, WARNING or ERROR (any case)
+    # The readiness check (warnd/domain/readiness.py) refuses to start when a level's routing
+    # or ladder, as this file writes it, can reach nobody; true (or a list of levels) says
+    # that is meant, e.g. a test bench with webhooks only. The built-in defaults only warn.
+    allow_silent_ladders: bool | list[str] = False
     # The sections of channels whose configuration model lives in their own module
     # (channels/<name>.py), keyed by channel name and written at the top level like
     # `sms:` (`aliyun_sms: {...}`); each is validated by its channel's model at load.
@@ -651,6 +671,43 @@ class Config(Strict):
     def display_zone(self) -> ZoneInfo:
         return ZoneInfo(self.display_timezone)
 
+    @field_validator("log_level")
+    @classmethod
+    def _log_level_known(cls, v: str) -> str:
+        if not isinstance(v, str) or v.upper() not in LOG_LEVELS:
+            raise ConfigProblem("log_level", f"{v!r} is not a log level: use one of {', '.join(LOG_LEVELS)}",
+                                f"{v!r} 不是日志级别：请用 {'、'.join(LOG_LEVELS)} 之一")
+        return v.upper()
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_supported(cls, v: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+        try:
+            scheme = make_url(v).drivername.partition("+")[0]
+        except ArgumentError:
+            scheme = None
+        if scheme not in DATABASES:
+            raise ConfigProblem("database_url", f"{_hide_password(v)!r}: warnd runs on PostgreSQL "
+                                "(postgresql://user:password@host:5432/warnd) or SQLite (sqlite:///warnd.db)",
+                                f"{_hide_password(v)!r}：warnd 只支持 PostgreSQL（postgresql://用户:密码@主机:5432/warnd）"
+                                "或 SQLite（sqlite:///warnd.db）")
+        return v
+
+    @field_validator("allow_silent_ladders")
+    @classmethod
+    def _silent_levels_known(cls, v: bool | list[str]) -> bool | list[str]:
+        if isinstance(v, list):
+            return [Level.parse(name).label for name in v]
+        return v
+
+    def silence_allowed(self, level: Level) -> bool:
+        """Whether the configuration says a level reaching nobody is meant (allow_silent_ladders)."""
+        if isinstance(self.allow_silent_ladders, bool):
+            return self.allow_silent_ladders
+        return level.label in self.allow_silent_ladders
+
     @field_validator("unknown_severity_level")
     @classmethod
     def _unknown_known(cls, v: str) -> str:
@@ -676,8 +733,25 @@ class Config(Strict):
         # forge status callbacks, replies and key presses (confirm a grid, stop a ladder).
         uses_twilio = self.sms.enabled or self.voice.enabled
         if uses_twilio and self.twilio.api_base_url is None and self.twilio.auth_token == SIMULATOR_AUTH_TOKEN:
-            raise ValueError("sms/voice point at the real Twilio but twilio.auth_token is the simulator's public "
-                             "token: set your account's auth token (or twilio.api_base_url for a simulator)")
+            raise ConfigProblem("twilio.auth_token", "sms/voice point at the real Twilio but twilio.auth_token is "
+                                "the simulator's public token: set your account's auth token (or "
+                                "twilio.api_base_url for a simulator)",
+                                "sms/voice 指向真实的 Twilio，但 twilio.auth_token 是模拟器的公开令牌："
+                                "请填写账户的 auth token（或为模拟器设置 twilio.api_base_url）")
+        return self
+
+    @model_validator(mode="after")
+    def _twilio_has_a_sender(self) -> Config:
+        if self.sms.enabled and not (self.twilio.from_number or self.twilio.messaging_service_sid):
+            raise ConfigProblem("twilio.from_number", "sms.enabled is true but Twilio has no sender: set "
+                                "twilio.from_number (+8613800000000) or twilio.messaging_service_sid (MG…)",
+                                "已启用 sms（sms.enabled: true），但 Twilio 没有发送方：请设置 twilio.from_number"
+                                "（+8613800000000）或 twilio.messaging_service_sid（MG…）")
+        if self.voice.enabled and not self.twilio.from_number:
+            raise ConfigProblem("twilio.from_number", "voice.enabled is true but twilio.from_number is not set "
+                                "(calls need a number; a Messaging Service cannot call)",
+                                "已启用 voice（voice.enabled: true），但未设置 twilio.from_number"
+                                "（语音呼叫需要号码，Messaging Service 不能呼叫）")
         return self
 
     def level_policy(self, level: Level) -> LevelPolicy:
@@ -703,20 +777,187 @@ class Config(Strict):
 
 
 def load_config(path: str | Path | None = None, **overrides: object) -> Config:
-    """Read YAML (or nothing), apply environment and explicit overrides, validate."""
-    data: dict = {}
-    if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise WarndError("request.invalid", [Problem(str(path), str(exc), f"无法读取配置文件：{exc}")])
-    for key, env in (("database_url", "WARND_DATABASE_URL"), ("public_base_url", "WARND_PUBLIC_BASE_URL")):
-        if os.environ.get(env):
-            data[key] = os.environ[env]
-    data.update({k: v for k, v in overrides.items() if v is not None})
+    """Read YAML (or nothing), apply environment and explicit overrides, validate.
+
+    Every mistake is one `config.invalid` error whose problems name the key, and where it
+    was written: the file, the environment variable, or the command line."""
+    source = str(path) if path is not None else "defaults"
+    data = _read_yaml(Path(path)) if path is not None else {}
+    env, problems = _apply_environment(data, os.environ)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    data.update(given)
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
-        problems = [Problem(".".join(str(p) for p in e["loc"]), e["msg"], f"配置无效：{e['msg']}")
-                    for e in exc.errors()]
-        raise WarndError("request.invalid", problems) from None
+        problems += [_problem(e, source, env, given) for e in exc.errors()]
+        config = None
+    if problems:
+        raise WarndError("config.invalid", problems) from None
+    return config
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise WarndError("config.invalid", [Problem(str(path), f"cannot read the file: {exc.strerror or exc}",
+                                                    f"无法读取配置文件：{exc.strerror or exc}")]) from None
+    except UnicodeDecodeError:
+        raise WarndError("config.invalid", [Problem(str(path), "not UTF-8 text: save the file as UTF-8",
+                                                    "不是 UTF-8 文本：请以 UTF-8 编码保存")]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        zh_where = f"第 {mark.line + 1} 行第 {mark.column + 1} 列" if mark else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise WarndError("config.invalid", [Problem(f"{path}:{mark.line + 1}" if mark else str(path),
+                                                    f"not valid YAML at {where}: {what}",
+                                                    f"YAML 格式错误（{zh_where}）：{what}")]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
+        raise WarndError("config.invalid", [Problem(
+            str(path), f"the top level is {kind}; it must be keys and values (port: 8080, sms: {{enabled: true}})",
+            f"顶层是{'列表' if isinstance(data, list) else '单个值'}，须为“键: 值”的映射（如 port: 8080）")]) from None
+    return data
+
+
+# ---------------------------------------------------------------- keys: where they are, what they hold
+
+def _sections() -> dict[str, type[BaseModel]]:
+    """Top-level keys with their own model: Config's fields and the channels' own sections."""
+    from warnd_channels.registry import SPECS
+    return {name: spec.config_model for name, spec in SPECS.items() if name not in Config.model_fields}
+
+
+def _unwrap(tp: Any) -> Any:
+    """`X | None` → X; a union of a model and something else → the model (`bool | list[str]` stays)."""
+    import types
+    import typing
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        return models[0] if models else (args[0] if len(args) == 1 else tp)
+    return tp
+
+
+def _step(tp: Any, part: str | int) -> tuple[Any, list[str] | None]:
+    """The type one step into `tp`; (None, the keys it has) if `part` is not one of them."""
+    import typing
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        sections = _sections() if tp is Config else {}
+        if part in tp.model_fields and part != "channel_sections":
+            return tp.model_fields[part].annotation, None
+        if part in sections:
+            return sections[part], None
+        return None, sorted(set(tp.model_fields) - {"channel_sections"} | set(sections))
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (dict, Mapping) and args:
+        return args[1], None
+    if origin in (list, tuple) and args and isinstance(part, int):
+        return args[0], None
+    return Any, None
+
+
+def _nearest(name: str, keys: list[str]) -> str | None:
+    found = difflib.get_close_matches(name, keys, n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def _unknown_key(name: str, keys: list[str], label: str | None = None) -> tuple[str, str]:
+    label = label or name
+    near = _nearest(name, keys)
+    if near:
+        return f"unknown key {label!r}: did you mean {near}?", f"未知的配置项 {label!r}：是否应为 {near}？"
+    return (f"unknown key {label!r} (known here: {', '.join(keys)})",
+            f"未知的配置项 {label!r}（此处可用：{', '.join(keys)}）")
+
+
+def _apply_environment(data: dict, environ: Mapping[str, str]) -> tuple[dict[tuple, str], list[Problem]]:
+    """Set WARND_<SECTION>__<KEY> variables into `data`; return path → variable, and the refused."""
+    applied: dict[tuple, str] = {}
+    problems: list[Problem] = []
+    for name in sorted(environ):
+        value = environ[name]
+        if not name.startswith("WARND_") or not value:
+            continue
+        parts = name[len("WARND_"):].lower().split("__")
+        tp: Any = Config
+        for depth, part in enumerate(parts):
+            tp, keys = _step(tp, part)
+            if keys is not None:
+                break
+        if keys is not None and len(parts) == 1:
+            continue  # another tool's variable (WARND_CONFIG, WARND_TOKEN, WARND_TEST_PG)
+        if keys is not None or not all(parts):
+            spelled = ["WARND_" + "__".join([*parts[:depth], k, *parts[depth + 1:]]).upper() for k in keys or []]
+            en, zh = _unknown_key(name, spelled)
+            problems.append(Problem(name, f"{en} (environment)", f"{zh}（环境变量）"))
+            continue
+        into = data
+        for part in parts[:-1]:
+            if not isinstance(into.get(part, {}), dict):
+                into = None
+                break
+            into = into.setdefault(part, {})
+        if into is None:
+            problems.append(Problem(name, "sets a key inside a value that is not a section",
+                                    "所设的键所在的值不是配置节"))
+            continue
+        into[parts[-1]] = value if _unwrap(tp) is str else _scalar(value)
+        applied[tuple(parts)] = name
+    return applied, problems
+
+
+def _scalar(text: str) -> Any:
+    """An environment value as YAML reads it: true, 8080, 1.5, null, [sms, voice]; else the text."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL at all: nothing to hide
+        return url
+
+
+_ZH = {"missing": "为必填项", "bool_parsing": "须为 true 或 false", "bool_type": "须为 true 或 false",
+       "int_parsing": "须为整数", "int_type": "须为整数", "int_from_float": "须为整数",
+       "float_parsing": "须为数字", "float_type": "须为数字", "string_type": "须为文本",
+       "list_type": "须为列表", "dict_type": "须为映射（键: 值）", "model_type": "须为映射（键: 值）",
+       "literal_error": "取值不在允许范围内", "greater_than": "取值过小", "greater_than_equal": "取值过小",
+       "less_than": "取值过大", "less_than_equal": "取值过大", "enum": "取值不在允许范围内"}
+
+
+def _problem(e: Mapping[str, Any], source: str, env: Mapping[tuple, str], given: Mapping[str, object]) -> Problem:
+    """One pydantic error as a Problem naming the key, where it was set, and what to do."""
+    loc = tuple(e["loc"])
+    key = ".".join(str(p) for p in loc)
+    error = (e.get("ctx") or {}).get("error")
+    if isinstance(error, ConfigProblem):
+        key, en, zh = error.key if not key else key, error.en, error.zh
+        loc = tuple(int(p) if p.isdigit() else p for p in key.split("."))
+    elif e["type"] == "extra_forbidden":
+        tp: Any = Config
+        for part in loc[:-1]:
+            tp, _ = _step(tp, part)
+        _, keys = _step(tp, str(loc[-1]))
+        en, zh = _unknown_key(str(loc[-1]), keys or [], key)
+    else:
+        en = e["msg"].removeprefix("Value error, ")
+        got = e.get("input")
+        if not isinstance(got, (dict, list)) and e["type"] != "missing":
+            en += f" (got {got!r})"
+        zh = f"{_ZH.get(e['type'], '配置无效')}：{en}"
+    for n in range(len(loc), 0, -1):  # where it was written: a variable, the command line, the file
+        if loc[:n] in env:
+            return Problem(env[loc[:n]], f"{key}: {en} (environment)", f"{key}：{zh}（环境变量）")
+    if loc and loc[0] in given:
+        return Problem(key, f"{en} (command line)", f"{zh}（命令行参数）")
+    return Problem(key or source, f"{en} (in {source})" if key else en, f"{zh}（{source} 中）" if key else zh)

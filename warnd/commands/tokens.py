@@ -42,7 +42,7 @@ def token_create(config_path: str | None, database_url: str | None, department: 
     if not admin and not senders:
         raise click.BadParameter("a department token issues as its CAP sender: give --sender / 请用 --sender 指定发送方",
                                  param_hint="--sender")
-    scope = Scope(department, csv_list(events), csv_list(regions), level, Role.ADMIN if admin else Role.DEPARTMENT,
+    scope = Scope(department, csv_list(events), region_codes(regions), level, Role.ADMIN if admin else Role.DEPARTMENT,
                   senders or ("*",), supersede)
     click.echo(run(_tokens(config, lambda store: store.create(
         scope, label=label, expires_at=days_from_now(expires_days)))))
@@ -95,6 +95,20 @@ def token_rotate(config_path: str | None, database_url: str | None, token_id: in
     """Replace a token by a new one with the same rights; the old one stops at once / 轮换令牌."""
     config = load(config_path, database_url=database_url)
     click.echo(run(_tokens(config, lambda store: store.rotate(token_id, expires_at=days_from_now(expires_days)))))
+
+
+def region_codes(text: str) -> tuple[str, ...]:
+    """--regions: `*`, or region codes as the directory writes them (warnd/domain/directory.py)."""
+    from warnd.domain.directory import region_kind
+    codes = csv_list(text)
+    bad = [c for c in codes if c != "*" and region_kind(c) is None]
+    if bad:
+        raise click.BadParameter(
+            f"{', '.join(bad)}: not a region code; codes are digits: 2 (province), 4 (prefecture), 6 (county), "
+            "9 (township), 12 (village) or more (a grid, prefixed by its village code), or * for any / "
+            f"{'、'.join(bad)} 不是区划代码：须为数字，2 位（省）、4 位（市）、6 位（县）、9 位（乡镇）、12 位（村）"
+            "或更长（网格，以村代码开头），或用 * 表示任意", param_hint="--regions")
+    return codes
 
 
 def csv_list(text: str) -> tuple[str, ...]:

@@ -87,6 +87,11 @@ CATALOGUE: dict[str, ErrorKind] = _kinds(
     ("feed.link_refused", 400, "An entry links to CAP on a host the feed may not use", "条目链接到不允许的主机"),
     ("feed.bad_signature", 403, "The CAP message's XML signature is missing or does not verify",
      "CAP 消息的 XML 签名缺失或校验失败"),
+    # operators' mistakes the `warnd` command reports (warnd/exits.py has their exit codes)
+    ("config.invalid", 400, "The configuration is invalid: correct the keys named below",
+     "配置无效：请修改下列配置项"),
+    ("config.not_ready", 400, "Routing or an escalation ladder can reach nobody: enable a channel or opt out",
+     "路由或升级梯队无法通知任何人：请启用渠道，或明确声明允许"),
 )
 
 

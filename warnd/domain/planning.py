@@ -13,6 +13,7 @@ from warnd.config import Config
 from warnd.domain.directory import Person, Region, Speaker, Subscriber, with_ancestors, within
 from warnd.domain.escalation import PlannedRung, start_ladder, steps
 from warnd.domain.model import Alert, Level, MsgType, Status
+from warnd.domain.readiness import can_ask
 from warnd.domain.sending import Audience, Recipient, RecipientKind, reaches_public
 from warnd.domain.updates import Kept, PriorGrid, keep
 
@@ -88,6 +89,10 @@ def plan(inp: PlanInput, config: Config) -> Plan:
     deliveries = _unique(list(deliveries) + list(inp.prior.receivers), alert, config, restricted)
     # A Private message is addressed, not broadcast: nobody's grid waits for it.
     confirmations = () if alert.scope == "Private" else _confirmations(inp, config)
+    if confirmations and not can_ask(config, inp.level, inp.channels):  # see warnd/domain/readiness.py
+        notes.append(f"{len(confirmations)} grids must confirm but no enabled channel reaches a person "
+                     "to ask: nobody will be asked (enable sms, voice, speaker or wecom) / "
+                     f"{len(confirmations)} 个网格须叫应，但没有已启用的渠道能通知到人：无人会被询问")
     return Plan(tuple(sorted(inp.regions)), deliveries, confirmations, tuple(notes))
 
 

@@ -40,7 +40,7 @@ from collections.abc import Awaitable, Callable
 from warnd.clock import Clock
 from warnd.config import Config
 from warnd.domain.confirmation import short_code
-from warnd.domain.delivery import State, decide
+from warnd.domain.delivery import Decision, State, decide
 from warnd.domain.model import Level
 from warnd.domain.rate_limit import cap_windows, send_cost
 from warnd.engine.alerts import AlertCache, CachedAlert
@@ -266,7 +266,7 @@ class Dispatcher:
                 decision = decide(result, row.attempts - 1, finished, max_attempts=retry.max_attempts,
                                   base=retry.base_seconds, maximum=retry.max_seconds,
                                   planned_at=row.created_at, refused_free_seconds=refused_free)
-                self._count(name, result, decision.state, row)
+                self._count(name, result, decision, row)
             except Exception:  # noqa: BLE001 - this sender serves the next row; the sweep recovers this one
                 log.exception("recording a result failed", extra={"delivery": row.id})
                 continue
@@ -329,8 +329,9 @@ class Dispatcher:
                     lane.overdue.add(task)
                     task.cancel()
 
-    def _count(self, name: str, result: SendResult, state: State, row: Claimed) -> None:
+    def _count(self, name: str, result: SendResult, decision: Decision, row: Claimed) -> None:
         metrics = self.metrics
+        state = decision.state
         metrics.child(metrics.results, name, result.outcome.value, result.code).inc()
         if result.operator:
             metrics.child(metrics.alarms, result.code).inc()
@@ -338,6 +339,11 @@ class Dispatcher:
                 "alarm": True, "code": result.code, "channel": name, "delivery": row.id})
         if state is State.PENDING:
             metrics.child(metrics.retries, name).inc()
+        elif state is State.FAILED:  # given up for good (a permanent error, or retries exhausted)
+            log.warning("send gave up", extra={
+                "channel": name, "delivery": row.id, "warning_id": row.warning_id, "purpose": row.purpose,
+                "recipient_kind": row.recipient_kind, "recipient": row.recipient_id, "attempts": row.attempts,
+                "code": decision.code, "last_code": result.code, "detail": decision.detail})
 
     async def _warning(self, warning_id: int) -> tuple[CachedAlert, str]:
         """A warning as the senders need it; it never changes under its id, so it is kept while in use."""

@@ -12,6 +12,7 @@ earlier versions' deliveries exactly as they are when this version retires them.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 from warnd.clock import Clock
@@ -31,6 +32,8 @@ from warnd.domain.sending import Audience
 from warnd.store.directory import DirectoryStore
 from warnd.store.warnings import Decided, Submitted, WarningStore
 from warnd_channels.registry import audiences
+
+log = logging.getLogger("warnd.intake")
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,9 @@ class Intake:
 
         With `record` a refusal for authority is audited (a submission's is); a dry run
         (`record=False`) leaves no trace in the database."""
-        parsed = parse_warning(body, content_type, self.config)
+        return await self._checked(parse_warning(body, content_type, self.config), scope, record=record)
+
+    async def _checked(self, parsed: ParsedAlert, scope: Scope, *, record: bool) -> Checked:
         alert = parsed.alert
         level = level_of(alert, self.config)
         targets = await self.authorize(scope, alert, level, record=record)
@@ -96,13 +101,26 @@ class Intake:
         return Preview(checked, planner(await self.warnings.prior_of(alert)))
 
     async def submit(self, body: bytes, content_type: str, scope: Scope) -> tuple[Submitted, ParsedAlert]:
-        checked = await self.check(body, content_type, scope)
-        parsed, level, targets, needed = checked.parsed, checked.level, checked.targets, checked.needed
+        """Check and store a warning; each outcome is one log line (never the CAP body)."""
+        try:
+            parsed = parse_warning(body, content_type, self.config)
+        except WarndError as err:
+            _log_rejected(err, scope, None)
+            raise
         alert = parsed.alert
-        info = alert.info_for("zh-CN")
-        submitted = await self.warnings.submit(parsed, int(level), info.event if info else "",
-                                               (info.headline if info else None), scope,
-                                               await self._planner(alert, level, targets), needed)
+        try:
+            checked = await self._checked(parsed, scope, record=True)
+            level, targets, needed = checked.level, checked.targets, checked.needed
+            info = alert.info_for("zh-CN")
+            submitted = await self.warnings.submit(parsed, int(level), info.event if info else "",
+                                                   (info.headline if info else None), scope,
+                                                   await self._planner(alert, level, targets), needed)
+        except WarndError as err:
+            _log_rejected(err, scope, alert)
+            raise
+        log.info("warning accepted", extra=_identity(scope, alert) | {
+            "warning_id": submitted.warning_id, "warning_level": level.label, "duplicate": not submitted.created,
+            "awaiting_approval": submitted.awaiting, "approvals_needed": needed})
         if submitted.created:
             self.metrics.warnings.labels(alert.msg_type.value, alert.status.value).inc()
             if not submitted.awaiting:
@@ -118,11 +136,17 @@ class Intake:
                                               await self._planner(parsed.alert, level, targets))
         if decided.state != "awaiting":
             self._published(warning_id, parsed)
+        log.info("warning approved", extra=_identity(approver, parsed.alert) | {
+            "warning_id": warning_id, "state": decided.state, "approvals": decided.approvals,
+            "approvals_needed": decided.needed})
         return decided
 
     async def reject(self, warning_id: int, approver: Scope, reason: str) -> Decided:
-        await self._stored(warning_id, approver)
-        return await self.warnings.reject(warning_id, approver, reason)
+        parsed = await self._stored(warning_id, approver)
+        decided = await self.warnings.reject(warning_id, approver, reason)
+        log.info("warning rejected by an approver", extra=_identity(approver, parsed.alert) | {
+            "warning_id": warning_id, "state": decided.state})
+        return decided
 
     async def authorize(self, scope: Scope, alert: Alert, level: Level, *, record: bool = True) -> Targets:
         """The whole message and everything it references; a refusal is audited (unless not `record`).
@@ -226,6 +250,19 @@ class Intake:
             codes.update(finest(await asyncio.to_thread(_touched, alert, rings)))
         regions = {r.code: r for r in await self.directory.regions_within(sorted(codes))} if codes else {}
         return Targets(tuple(sorted(codes)), regions)
+
+
+def _identity(scope: Scope, alert: Alert) -> dict:
+    """The log fields that say which warning and who: never the CAP body or a token."""
+    return {"identifier": alert.identifier, "sender": alert.sender, "status": alert.status.value,
+            "msg_type": alert.msg_type.value, "department": scope.department, "actor": scope.actor}
+
+
+def _log_rejected(err: WarndError, scope: Scope, alert: Alert | None) -> None:
+    """A refused submission: its code and the fields at fault (`alert` None: it did not parse)."""
+    fields = {"code": err.code, "status_code": err.status, "fields": [p.field for p in err.problems]}
+    who = _identity(scope, alert) if alert is not None else {"department": scope.department, "actor": scope.actor}
+    log.info("warning rejected", extra=who | fields)
 
 
 def covers_all(scope: Scope, codes: list[str], parents: dict) -> bool:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 from warnd.clock import Clock, SystemClock, clock_time, provider_time
 from warnd.config import Config
+from warnd.domain import readiness
 from warnd.domain.signing import sign
 from warnd.engine.alerts import AlertCache
 from warnd.engine.answers import Answers
@@ -86,6 +87,9 @@ class Node:
         self.feeds = FeedPoller(self)
         self.notices = NoticeSender(self)  # the summary's and the roster's texts
         self.schedules = Schedules(self)
+        # what routing and ladders cannot do with these channels (warnd serve refuses errors)
+        self.readiness = readiness.check(config, {name: SPECS[name].audience for name in self.channels
+                                                  if name in SPECS})
         self.started = False
         self.caught_up = False  # replies received while down fetched (see catch_up_replies)
         self._catch_up_wait = 0.0  # seconds until the next try after a failed one (retry_catch_up)
@@ -122,6 +126,10 @@ class Node:
         for job, cron, name in self.schedules.jobs():  # drills, the daily summary, roster, retention
             self.sweeps.cron(cron, job, name=name)
         self.started = True
+        for finding in self.readiness:  # once per start, as serve printed them
+            log.log(logging.ERROR if finding.severity == "error" else
+                    logging.WARNING if finding.severity == "warning" else logging.INFO,
+                    "readiness: %s", finding.en, extra={"readiness": finding.json()})
         log.info("node started", extra={"node": self.incarnation, "channels": sorted(self.channels)})
 
     @property

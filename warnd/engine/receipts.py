@@ -55,6 +55,9 @@ class Receipts:
         if changed and receipt.state is State.PENDING:
             self.wake()
         self.metrics.receipts.labels(channel, state, code).inc()
+        if changed and receipt.state is State.FAILED:  # the provider's word, or redials exhausted
+            log.warning("send gave up", extra={"channel": channel, "delivery": delivery_id, "code": receipt.code,
+                                               "detail": receipt.detail, "sid": provider_ref, "attempt": attempt})
         if not changed:
             log.info("receipt changed nothing", extra={"delivery": delivery_id, "state": state, "code": code,
                                                        "sid": provider_ref, "attempt": attempt})

@@ -11,6 +11,7 @@ from warnd.http import inbound_api, rollups_api
 from warnd.http import console_api, live_api, reports_api
 from warnd.http import cap_feed_api, feeds_api, roster_api
 from warnd.console import pages as console_pages
+from warnd.http.access_log import access_log
 from warnd.http.keys import METRICS, NODE
 from warnd.http.problems import identity_bodies_only, problems_middleware
 
@@ -19,7 +20,8 @@ def build_app(node: Node) -> web.Application:
     # The body limit is enforced by intake with a clear error; aiohttp's own is a backstop.
     # Request bodies are never decompressed (a few KB of gzip can be gigabytes of work):
     # a compressed body is refused by `identity_bodies_only` before any handler reads it.
-    app = web.Application(middlewares=[problems_middleware, identity_bodies_only],
+    # The access log is outermost: it sees the status problems_middleware answered.
+    app = web.Application(middlewares=[access_log, problems_middleware, identity_bodies_only],
                           client_max_size=node.config.max_body_bytes + 65536,
                           handler_args={"auto_decompress": False})
     app[NODE] = node

@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from warnd.domain import readiness
 from warnd.http.keys import NODE
 from warnd.http.responses import json_ok
 
@@ -16,7 +17,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the database answers and the node's loops are running."""
+    """Ready when the database answers and the node's loops are running. `readiness` says what
+    routing and ladders cannot do with the enabled channels (warnd/domain/readiness.py): shown,
+    never a reason for 503 (a node that started has only warnings or allowed findings)."""
     node = request.app[NODE]
     try:
         async with node.db.read() as conn:
@@ -25,7 +28,7 @@ async def readyz(request: web.Request) -> web.Response:
         return json_ok({"status": "unavailable", "database": str(exc).splitlines()[0]}, status=503)
     if not node.started:
         return json_ok({"status": "starting"}, status=503)
-    return json_ok({"status": "ready", "node": node.incarnation})
+    return json_ok({"status": "ready", "node": node.incarnation, "readiness": readiness.summary(node.readiness)})
 
 
 async def metrics(request: web.Request) -> web.Response:

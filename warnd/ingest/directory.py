@@ -527,6 +527,13 @@ def _csv_cells(path: Path, reader: Any, kind: str, problems: list[Problem]) -> I
                     columns = ", ".join(SPECS[kind])
                     problems.append(Problem(f"{path.name}:{line}.{h}", f"unknown column; expected {columns}",
                                             f"未知列；可用列：{columns}"))
+            missing = [name for name, (_, required) in SPECS[kind].items() if required and name not in header]
+            if missing:  # said once for the file, not once for every row
+                names = ", ".join(missing)
+                problems.append(Problem(f"{path.name}:{line}", f"the header lacks the required column(s) {names}: "
+                                        f"add them to the first line ({', '.join(SPECS[kind])})",
+                                        f"表头缺少必填列 {names}：请在第一行加上（可用列：{', '.join(SPECS[kind])}）"))
+                return
             continue
         if len(cells) > len(header):
             problems.append(Problem(f"{path.name}:{line}", f"{len(cells)} cells but {len(header)} columns",

@@ -19,7 +19,8 @@ as a refusal; `delay` holds every answer (timeouts).
 
 In-process:   sim = AliyunSimulator(key_id, secret, templates={"SMS_1": "${level}${event}预警"});
               endpoint = await sim.start()   # host:port, for the SDK's Config(endpoint=…, protocol="http")
-As a process: python -m warnd.sim.aliyun --port 9200 --access-key-id … --access-key-secret … \\
+As a process: (`warnd sim aliyun --help` lists every option, in English and Chinese)
+              python -m warnd.sim.aliyun --port 9200 --access-key-id … --access-key-secret … \\
                   --sign-name 县预警中心 --template 'SMS_1=${drill}${level}${event}预警' \\
                   --report-url 'http://127.0.0.1:8080/providers/aliyun_sms/reports?token=…' \\
                   --up-url 'http://127.0.0.1:8080/providers/aliyun_sms/replies?token=…' --reply 13800001001=1
@@ -29,7 +30,6 @@ Control:      POST /_control {"fail": {"code": "…", "times": 1, "status": 200}
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import hmac
@@ -354,40 +354,20 @@ def _beijing(epoch: float) -> str:
 
 # --- as a process ---------------------------------------------------------------------------
 
-def _pairs(values: list[str], what: str) -> dict[str, str]:
-    out = {}
-    for value in values:
-        key, sep, rest = value.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--{what} wants KEY=VALUE, not {value!r}")
-        out[key] = rest
-    return out
+def serve(access_key_id: str, access_key_secret: str, *, host: str = "127.0.0.1", port: int = 0,
+          sign_names: tuple[str, ...] = ("县预警中心",), templates: dict[str, str] | None = None,
+          report_url: str | None = None, up_url: str | None = None, replies: dict[str, str] | None = None,
+          report_after: float = 0.5) -> None:
+    """Serve until SIGINT or SIGTERM, the endpoint printed first (`warnd sim aliyun`); `replies`:
+    11-digit number → the text it answers every SMS with, a second after the report."""
+    phones = {number: Phone(reply=text, reply_after=1.0) for number, text in (replies or {}).items()}
+    sim = AliyunSimulator(access_key_id, access_key_secret, sign_names=sign_names, templates=templates,
+                          report_url=report_url, up_url=up_url, phones=phones, report_after=report_after)
+    asyncio.run(_serve(sim, host, port))
 
 
-def _arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m warnd.sim.aliyun",
-                                     description="Alibaba Cloud SMS (dysmsapi SendSms) simulator with HTTP push")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--access-key-id", required=True)
-    parser.add_argument("--access-key-secret", required=True)
-    parser.add_argument("--sign-name", action="append", default=[], help="an approved sign name (repeatable)")
-    parser.add_argument("--template", action="append", default=[],
-                        help="an approved template, CODE=TEXT with ${variables} (repeatable)")
-    parser.add_argument("--report-url", help="where SmsReport pushes go (with its ?token=)")
-    parser.add_argument("--up-url", help="where SmsUp pushes (replies) go (with its ?token=)")
-    parser.add_argument("--reply", action="append", default=[],
-                        help="NUMBER=TEXT: this 11-digit number replies TEXT to every SMS (repeatable)")
-    parser.add_argument("--report-after", type=float, default=0.5, help="seconds from send to report")
-    return parser.parse_args(argv)
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    phones = {number: Phone(reply=text, reply_after=1.0) for number, text in _pairs(args.reply, "reply").items()}
-    sim = AliyunSimulator(args.access_key_id, args.access_key_secret, sign_names=tuple(args.sign_name or ["县预警中心"]),
-                          templates=_pairs(args.template, "template"), report_url=args.report_url,
-                          up_url=args.up_url, phones=phones, report_after=args.report_after)
-    endpoint = await sim.start(args.host, args.port)
+async def _serve(sim: AliyunSimulator, host: str, port: int) -> None:
+    endpoint = await sim.start(host, port)
     print(endpoint, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -398,7 +378,9 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    asyncio.run(_serve(_arguments(argv)))
+    """`python -m warnd.sim.aliyun`: the click command `warnd sim aliyun` (exits)."""
+    from warnd.sim.cli import aliyun
+    aliyun.main(args=argv, prog_name="python -m warnd.sim.aliyun")
 
 
 if __name__ == "__main__":

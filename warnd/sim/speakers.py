@@ -23,20 +23,19 @@ offline status instead.
 
 In-process:  fleet = SpeakerFleet(500); await fleet.start("mqtt://127.0.0.1:1883")
              await fleet.wait_until(lambda f: f.played_count() == 500, timeout=30); await fleet.stop()
-As a process: python -m warnd.sim.speakers --broker mqtt://… --count N [--prefix P]
+As a process: (`warnd sim speakers --help` lists every option, in English and Chinese)
+              python -m warnd.sim.speakers --broker mqtt://… --count N [--prefix P]
              [--behaviours FILE.json] [--multiplexed] [--protocol 4|5] [--speed S]
              (FILE: {"*": {default behaviour}, "<speaker id>": {…}}; prints "ready N" when
              subscribed, a JSON summary on SIGINT/SIGTERM)
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
 import secrets
 import signal
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -345,24 +344,25 @@ def load_behaviours(path: str | None) -> tuple[Behaviour, dict[str, Behaviour]]:
         return Behaviour(), {}
     with open(path, encoding="utf-8") as fh:
         data = json.load(fh)
+    if not isinstance(data, dict) or not all(isinstance(b, dict) for b in data.values()):
+        raise ValueError(f"{path}: expected {{\"*\": {{…}}, \"<speaker id>\": {{…}}}}")
     default = Behaviour.from_dict(data.get("*", {}))
     return default, {sid: Behaviour.from_dict(b) for sid, b in data.items() if sid != "*"}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="warnd sim speakers", description="Simulated MQTT loudspeakers")
-    parser.add_argument("--broker", required=True, help="mqtt://host:port")
-    parser.add_argument("--count", type=int, default=10)
-    parser.add_argument("--prefix", default="warnd/speakers")
-    parser.add_argument("--behaviours", help="JSON file: {'*': {...}, '<speaker id>': {...}}")
-    parser.add_argument("--multiplexed", action="store_true", help="one MQTT client for every speaker")
-    parser.add_argument("--protocol", type=int, choices=(4, 5), default=5)
-    parser.add_argument("--speed", type=float, default=1.0)
-    args = parser.parse_args(argv)
-    default, behaviours = load_behaviours(args.behaviours)
-    fleet = SpeakerFleet(args.count, prefix=args.prefix, behaviours=behaviours, default=default,
-                         multiplexed=args.multiplexed, protocol=args.protocol, speed=args.speed)
-    return asyncio.run(_serve(fleet, args.broker))
+def serve(broker: str, count: int = 10, *, prefix: str = "warnd/speakers", default: Behaviour = Behaviour(),
+          behaviours: Mapping[str, Behaviour] | None = None, multiplexed: bool = False, protocol: int = 5,
+          speed: float = 1.0) -> int:
+    """Answer as `count` speakers until SIGINT or SIGTERM (`warnd sim speakers`); the exit code."""
+    fleet = SpeakerFleet(count, prefix=prefix, behaviours=behaviours, default=default,
+                         multiplexed=multiplexed, protocol=protocol, speed=speed)
+    return asyncio.run(_serve(fleet, broker))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m warnd.sim.speakers`: the click command `warnd sim speakers` (exits)."""
+    from warnd.sim.cli import speakers
+    speakers.main(args=None if argv is None else list(argv), prog_name="python -m warnd.sim.speakers")
 
 
 async def _serve(fleet: SpeakerFleet, url: str) -> int:
@@ -381,4 +381,4 @@ async def _serve(fleet: SpeakerFleet, url: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -22,7 +22,8 @@ TWILIO_EDGE in the environment): '127.0.0.1:9000' would become '127.us1.0.1:9000
 both unset; `point()` refuses a client that has one.
 
 In-process:   sim = TwilioSimulator(sid, token, scenario); url = await sim.start(); … await sim.stop()
-As a process: python -m warnd.sim.twilio --port 9100 --account-sid AC… --auth-token … \
+As a process: (`warnd sim twilio --help` lists every option, in English and Chinese)
+              python -m warnd.sim.twilio --port 9100 --account-sid AC… --auth-token … \
                   [--behaviours FILE.yaml] [--record FILE] [--inbound-sms-url URL] [--speed N]
               (prints its base URL on the first line of stdout; --record appends flushed JSON lines)
 Control:      POST /_control {"faults": {"rate_429": 0.2}, "numbers": {"+86…": {"press": "1"}},
@@ -35,7 +36,6 @@ and Retry-After are real seconds. Callbacks are always POSTed and never retried.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import json
@@ -384,35 +384,23 @@ class TwilioSimulator:
 
 # -- as a process --
 
-def _arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m warnd.sim.twilio",
-                                     description="A Twilio-compatible Messages and Calls simulator.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--account-sid", default=os.environ.get("TWILIO_ACCOUNT_SID"))
-    parser.add_argument("--auth-token", default=os.environ.get("TWILIO_AUTH_TOKEN"))
-    parser.add_argument("--behaviours", help="a YAML or JSON scenario file (see warnd.sim.twilio_behaviour)")
-    parser.add_argument("--record", help="append one JSON line per message, call, status and reply")
-    parser.add_argument("--inbound-sms-url", help="where replies are POSTed (overrides the file's)")
-    parser.add_argument("--speed", type=float, help="simulated seconds per real second (overrides the file's)")
-    parser.add_argument("--callback-limit", type=int, default=100, help="concurrent webhook connections")
-    parser.add_argument("--seed", type=int)
-    args = parser.parse_args(argv)
-    if not args.account_sid or not args.auth_token:
-        parser.error("--account-sid and --auth-token (or TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN) are required")
-    return args
+def serve(account_sid: str, auth_token: str, scenario: Scenario | None = None, *, host: str = "127.0.0.1",
+          port: int = 0, record: str | None = None, inbound_sms_url: str | None = None, speed: float | None = None,
+          callback_limit: int = 100, seed: int | None = None) -> None:
+    """Serve until SIGINT or SIGTERM (`warnd sim twilio`); `inbound_sms_url` and `speed` override
+    the scenario's."""
+    scenario = scenario or Scenario()
+    scenario.update({key: value for key, value in (("inbound_sms_url", inbound_sms_url), ("speed", speed))
+                     if value is not None})
+    simulator = TwilioSimulator(account_sid, auth_token, scenario, record_file=record,
+                                callback_limit=callback_limit, seed=seed)
+    asyncio.run(simulator.run(host, port))
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command-line entry point: serve until SIGINT or SIGTERM."""
-    args = _arguments(argv)
-    scenario = Scenario.load(args.behaviours) if args.behaviours else Scenario()
-    overrides = {key: value for key, value in (("inbound_sms_url", args.inbound_sms_url), ("speed", args.speed))
-                 if value is not None}
-    scenario.update(overrides)
-    simulator = TwilioSimulator(args.account_sid, args.auth_token, scenario, record_file=args.record,
-                                callback_limit=args.callback_limit, seed=args.seed)
-    asyncio.run(simulator.run(args.host, args.port))
+    """`python -m warnd.sim.twilio`: the click command `warnd sim twilio` (exits)."""
+    from warnd.sim.cli import twilio
+    twilio.main(args=argv, prog_name="python -m warnd.sim.twilio")
 
 
 if __name__ == "__main__":

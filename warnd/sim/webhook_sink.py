@@ -8,20 +8,20 @@ every unique message, and can be told per path to fail: a share of 5xx answers
 
 In-process:   sink = WebhookSink(secret); url = await sink.start(); … await sink.stop()
               (or `await sink.run()` to serve until SIGINT/SIGTERM)
-As a process: python -m warnd.sim.webhook_sink --port 9000 --secret whsec_… --record out.jsonl
+As a process: (`warnd sim webhook-sink --help` lists every option, in English and Chinese)
+              python -m warnd.sim.webhook_sink --port 9000 --secret whsec_… --record out.jsonl
               (prints its base URL on the first line of stdout; the record file gets
               one flushed JSON line per unique message, so it survives a kill)
 Control:      POST /_control {"path": "/a", "status": 410}  ·  GET /_stats
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import random
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import IO
 
@@ -235,43 +235,30 @@ class WebhookSink:
 
 # -- as a process --
 
-def _parse_secrets(values: list[str]) -> str | dict[str, str] | None:
-    """`whsec_…` is every path's secret; `PATH=whsec_…` one path's."""
+def parse_secrets(values: Iterable[str]) -> str | dict[str, str] | None:
+    """`whsec_…` is every path's secret; `PATH=whsec_…` one path's. ValueError for anything else."""
     mapping: dict[str, str] = {}
     for value in values:
         path, sep, secret = (ANY_PATH, "=", value) if value.startswith("whsec_") else value.partition("=")
-        if not sep:
-            raise SystemExit(f"--secret: expected whsec_… or PATH=whsec_…, got {value!r}")
+        if not sep or not path or not secret:
+            raise ValueError(f"expected whsec_… or PATH=whsec_…, got {value!r}")
         mapping[path] = secret
     if set(mapping) == {ANY_PATH}:
         return mapping[ANY_PATH]
     return mapping or None
 
 
-def _arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m warnd.sim.webhook_sink",
-                                     description="A Standard Webhooks receiver that can misbehave.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--secret", action="append", default=[],
-                        help="whsec_… for every path, or PATH=whsec_… (repeatable; '*' for the rest)")
-    parser.add_argument("--record", help="append one JSON line per unique message to this file")
-    parser.add_argument("--fail-rate", type=float, default=0.0)
-    parser.add_argument("--status", type=int)
-    parser.add_argument("--retry-after", type=float)
-    parser.add_argument("--latency", type=float, default=0.0)
-    parser.add_argument("--seed", type=int)
-    return parser.parse_args(argv)
+def serve(secrets: str | Mapping[str, str] | None, behaviour: Behaviour | None = None, *, host: str = "127.0.0.1",
+          port: int = 0, record: str | None = None, seed: int | None = None) -> None:
+    """Serve until SIGINT or SIGTERM (`warnd sim webhook-sink`); `behaviour` is every path's."""
+    sink = WebhookSink(secrets, behaviour=behaviour or Behaviour(), record_file=record, seed=seed)
+    asyncio.run(sink.run(host, port))
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command-line entry point: serve until SIGINT or SIGTERM."""
-    args = _arguments(argv)
-    behaviour = Behaviour(fail_rate=args.fail_rate, status=args.status, retry_after=args.retry_after,
-                          latency=args.latency)
-    sink = WebhookSink(_parse_secrets(args.secret), behaviour=behaviour, record_file=args.record,
-                       seed=args.seed)
-    asyncio.run(sink.run(args.host, args.port))
+    """`python -m warnd.sim.webhook_sink`: the click command `warnd sim webhook-sink` (exits)."""
+    from warnd.sim.cli import webhook_sink
+    webhook_sink.main(args=argv, prog_name="python -m warnd.sim.webhook_sink")
 
 
 if __name__ == "__main__":

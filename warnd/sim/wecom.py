@@ -11,14 +11,14 @@ for a robot (45009, -1, 93004, …) before any check.
 
 In-process:   sim = WecomSim({"KEY"}); base = await sim.start(); … await sim.stop()
               (point `wecom.base_url` at `base`)
-As a process: python -m warnd.sim.wecom --port 9100 --key KEY [--key KEY2] [--record out.jsonl]
+As a process: (`warnd sim wecom --help` lists every option, in English and Chinese)
+              python -m warnd.sim.wecom --port 9100 --key KEY [--key KEY2] [--record out.jsonl]
               (prints its base URL on the first line of stdout)
 Control:      POST /_control {"key": "KEY", "fail_next": [45009]} or {"add_key": "KEY"}
               GET /_messages[?key=KEY]
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import signal
@@ -224,22 +224,17 @@ def check_message(body: Any) -> tuple[int, str] | None:
 
 # -- as a process --
 
-def _arguments(argv: Iterable[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m warnd.sim.wecom",
-                                     description="A WeCom group robot webhook (企业微信群机器人) simulator.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--key", action="append", default=[], help="a robot's webhook key (repeatable)")
-    parser.add_argument("--per-minute", type=int, default=PER_MINUTE, help="messages a robot takes a minute")
-    parser.add_argument("--record", help="append one JSON line per accepted message to this file")
-    return parser.parse_args(None if argv is None else list(argv))
+def serve(keys: Iterable[str], *, host: str = "127.0.0.1", port: int = 0, per_minute: int = PER_MINUTE,
+          record: str | None = None) -> None:
+    """Serve until SIGINT or SIGTERM (`warnd sim wecom`)."""
+    sim = WecomSim(set(keys), per_minute=per_minute, record_file=record)
+    asyncio.run(sim.run(host, port))
 
 
 def main(argv: Iterable[str] | None = None) -> None:
-    """Command-line entry point: serve until SIGINT or SIGTERM."""
-    args = _arguments(argv)
-    sim = WecomSim(set(args.key), per_minute=args.per_minute, record_file=args.record)
-    asyncio.run(sim.run(args.host, args.port))
+    """`python -m warnd.sim.wecom`: the click command `warnd sim wecom` (exits)."""
+    from warnd.sim.cli import wecom
+    wecom.main(args=None if argv is None else list(argv), prog_name="python -m warnd.sim.wecom")
 
 
 if __name__ == "__main__":

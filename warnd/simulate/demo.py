@@ -4,11 +4,21 @@
 directory YAML file holds); scenarios use it as `directory: {generate: {...}}`.
 Every name, address and number is invented; phones are sequential test numbers.
 The same seed always gives the same county, so demo reports are comparable.
+
+`run_demo(...)` is `warnd demo`: the bundled scenario (demo.yaml: orange, raised to
+red, lifted) told in Chinese or English (demo_display), its results kept in an
+output directory (report.json, demo_tables' CSVs, report_html's page) and, with
+`keep_running`, warnd left up on its data (demo_serve).
 """
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import random
+import sys
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from warnd.simulate.scenario import packaged
@@ -100,3 +110,68 @@ def generate_directory(*, seed: int = 2026, county: str = "421126", townships: i
 
 def scenario_path() -> str:
     return str(packaged(DEMO_SCENARIO))
+
+
+def default_out_dir(now: datetime | None = None) -> Path:
+    return Path.cwd() / f"warnd-demo-{(now or datetime.now()):%Y%m%d-%H%M%S}"
+
+
+def run_demo(*, speed: float | None = None, out: str | None = None, report_path: str | None = None,
+             lang: str | None = None, keep_running: bool = False) -> int:
+    """`warnd demo`: the bundled scenario, told in `lang`, its results kept in `out` (default
+    ./warnd-demo-<YYYYmmdd-HHMMSS>/): report.json, CSV tables, report.html. Exit codes as
+    `warnd simulate` (0 ok, 1 not every grid reached or something lost, 2 bad scenario, 3 run
+    failed, 130 interrupted)."""
+    from warnd.simulate import EXIT_BAD_SCENARIO, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED
+    from warnd.simulate.demo_display import DemoDisplay, Words
+    from warnd.simulate.demo_tables import write_tables
+    from warnd.simulate.demo_text import T, choose
+    from warnd.simulate.demo_view import View
+    from warnd.simulate.report_html import write_html
+    from warnd.simulate.runner import Options, SimulationFailed, simulate
+    from warnd.simulate.scenario import ScenarioError, load
+
+    lang = choose(lang)
+    t = T(lang)
+    try:
+        scenario = load(scenario_path())
+    except ScenarioError as err:
+        print(f"invalid scenario / 场景文件无效:\n{err}", file=sys.stderr)
+        return EXIT_BAD_SCENARIO
+    out_dir = Path(out) if out else default_out_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    workdir = out_dir / "work"  # warnd's config, database and logs: what --keep-running serves
+    display = DemoDisplay(scenario, lang, out_dir)
+    display.intro()
+    try:
+        result = asyncio.run(simulate(scenario, Options(speed, None, None, workdir), display))
+    except ScenarioError as err:
+        display.stop()
+        print(f"invalid scenario / 场景文件无效:\n{err}", file=sys.stderr)
+        return EXIT_BAD_SCENARIO
+    except SimulationFailed as err:
+        display.stop()
+        print(f"simulation failed / 演练中断: {err}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        display.stop()
+        print("interrupted; warnd and the simulators were stopped / 已中断", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    text = json.dumps(result, ensure_ascii=False, indent=2)
+    (out_dir / "report.json").write_text(text, encoding="utf-8")
+    write_tables(out_dir, result, View(result, scenario, lang), Words(scenario, lang))
+    html = write_html(out_dir, result, scenario, lang)
+    display.say("")
+    display.say(t("files", out=out_dir))
+    display.say(t("files_html", path=html))
+    display.say(t("files_other"))
+    if report_path:
+        Path(report_path).write_text(text, encoding="utf-8")
+        display.say(t("report_legacy", path=report_path))
+    code = EXIT_OK if result["verdict"]["ok"] else EXIT_FAILED
+    if keep_running:
+        from warnd.simulate.demo_serve import keep_running as serve
+        display.say("")
+        served = serve(workdir, result, display.token, lang, display.say)
+        code = code or served
+    return code

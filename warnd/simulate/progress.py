@@ -38,12 +38,12 @@ class Snapshot:
     marked: int = 0
 
 
-def _sent(states: dict[str, int]) -> int:
+def sent_count(states: dict[str, int]) -> int:
     return sum(n for s, n in states.items() if s in ("sent", "delivered", "failed", "uncertain"))
 
 
 def channel_text(channels: dict[str, dict[str, int]]) -> str:
-    return "  ".join(f"{c} {states.get('delivered', 0)}/{_sent(states)}/{sum(states.values())}"
+    return "  ".join(f"{c} {states.get('delivered', 0)}/{sent_count(states)}/{sum(states.values())}"
                      for c, states in sorted(channels.items()))
 
 
