@@ -48,6 +48,8 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
+from warnd.sim import serving
+
 ALGORITHM = "ACS3-HMAC-SHA256"
 REQUIRED_SIGNED = ("host", "x-acs-action", "x-acs-content-sha256", "x-acs-date", "x-acs-signature-nonce",
                    "x-acs-version")
@@ -135,11 +137,7 @@ class AliyunSimulator:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        bound = self._runner.addresses[0]
-        self.endpoint = f"{bound[0]}:{bound[1]}"
+        self._runner, self.endpoint = await serving.serve(self.app(), host, port)
         return self.endpoint
 
     async def stop(self) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import signal
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -28,6 +27,8 @@ from typing import IO
 from aiohttp import web
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
+
+from warnd.sim import serving
 
 ANY_PATH = "*"
 
@@ -95,12 +96,8 @@ class WebhookSink:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         if self.record_file:
             self._out = open(self.record_file, "a", encoding="utf-8")  # noqa: SIM115 - closed in stop()
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        bound = self._runner.addresses[0]
-        self.base_url = f"http://{bound[0]}:{bound[1]}"
+        self._runner, bound = await serving.serve(self.app(), host, port)
+        self.base_url = f"http://{bound}"
         return self.base_url
 
     async def stop(self) -> None:
@@ -113,16 +110,7 @@ class WebhookSink:
 
     async def run(self, host: str = "127.0.0.1", port: int = 0) -> None:
         """Serve until SIGINT or SIGTERM; print the base URL first and the counts last."""
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        print(await self.start(host, port), flush=True)
-        try:
-            await stop.wait()
-        finally:
-            await self.stop()
-            print(json.dumps(asdict(self.stats)), flush=True)
+        await serving.run_until_signalled(lambda: self.start(host, port), self.stop, lambda: self.stats)
 
     def configure(self, path: str | None = None, *, reset: bool = False, **changes: object) -> Behaviour:
         """Change the behaviour of one path (or of every path without its own)."""

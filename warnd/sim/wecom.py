@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -31,6 +30,7 @@ from typing import IO, Any
 from aiohttp import web
 
 from warnd.domain.directory import redact
+from warnd.sim import serving
 
 SEND_PATH = "/cgi-bin/webhook/send"
 PER_MINUTE = 20  # the robot's documented limit
@@ -95,11 +95,8 @@ class WecomSim:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         if self.record_file:
             self._out = open(self.record_file, "a", encoding="utf-8")  # noqa: SIM115 - closed in stop()
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        bound = self._runner.addresses[0]
-        self.base_url = f"http://{bound[0]}:{bound[1]}"
+        self._runner, bound = await serving.serve(self.app(), host, port)
+        self.base_url = f"http://{bound}"
         return self.base_url
 
     async def stop(self) -> None:
@@ -112,16 +109,7 @@ class WecomSim:
 
     async def run(self, host: str = "127.0.0.1", port: int = 0) -> None:
         """Serve until SIGINT or SIGTERM; print the base URL first and the counts last."""
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        print(await self.start(host, port), flush=True)
-        try:
-            await stop.wait()
-        finally:
-            await self.stop()
-            print(json.dumps(asdict(self.stats)), flush=True)
+        await serving.run_until_signalled(lambda: self.start(host, port), self.stop, lambda: self.stats)
 
     # -- for tests --
 
