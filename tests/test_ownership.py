@@ -252,7 +252,8 @@ def test_real_twilio_with_the_simulator_token_is_refused():
         load_config(None, sms={"enabled": True}, twilio={"from_number": "+15005550006"})
     assert "auth_token" in str(err.value)
     load_config(None, sms={"enabled": True}, twilio={"from_number": "+15005550006", "auth_token": "x" * 32})
-    load_config(None, sms={"enabled": True}, twilio={"api_base_url": "http://127.0.0.1:9"})
+    load_config(None, sms={"enabled": True},
+                twilio={"api_base_url": "http://127.0.0.1:9", "from_number": "+15005550006"})
 
 
 async def test_provider_webhooks_answer_only_for_enabled_channels(site):

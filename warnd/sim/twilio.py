@@ -28,6 +28,8 @@ As a process: (`warnd sim twilio --help` lists every option, in English and Chin
               (prints its base URL on the first line of stdout; --record appends flushed JSON lines)
 Control:      POST /_control {"faults": {"rate_429": 0.2}, "numbers": {"+86…": {"press": "1"}},
               "speed": 10, "forget": true, "reply_now": {"+86…": "1"}}  ·  GET /_stats
+              ("faults" may carry "windows": [{"from": 0, "until": 120, "rate_429": 1}], simulated
+              seconds from "epoch", a real timestamp: by default when the simulator started)
 Replies: each is logged as an inbound message (listed by Messages.json, `direction`
 "inbound", To our number) before its webhook POST, so a reply warnd missed while down
 can be fetched afterwards, as from Twilio's message log.
@@ -41,7 +43,6 @@ import base64
 import json
 import os
 import random
-import signal
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -50,9 +51,10 @@ from typing import IO, Any
 import aiohttp
 from aiohttp import web
 
+from warnd.sim import serving
 from warnd.sim.twilio_api import (ApiError, CallRecord, MessageRecord, ReplyRecord, call_body, check_number,
                                   filter_records, list_page, message_body, new_sid, segments, signature)
-from warnd.sim.twilio_behaviour import Scenario, call_life, message_life, reply
+from warnd.sim.twilio_behaviour import Behaviour, Faults, Scenario, call_life, message_life, reply
 
 ACCOUNT = "/2010-04-01/Accounts/{account}"
 
@@ -98,6 +100,7 @@ class TwilioSimulator:
         self._idle = asyncio.Event()
         self._idle.set()
         self._window = (0, 0)  # (second, requests in it) for max_per_second
+        self._attempts: Counter[tuple[str, str]] = Counter()  # (kind, To) → messages or calls so far
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._out: IO[str] | None = None
@@ -117,15 +120,14 @@ class TwilioSimulator:
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        if self.scenario.epoch is None:  # fault windows count from here unless the scenario says
+            self.scenario.epoch = time.time()
         if self.record_file:
             self._out = open(self.record_file, "a", encoding="utf-8")  # noqa: SIM115 - closed in stop()
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self.callback_limit),
                                               timeout=aiohttp.ClientTimeout(total=15))
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        bound = self._runner.addresses[0]
-        self.base_url = f"http://{bound[0]}:{bound[1]}"
+        self._runner, bound = await serving.serve(self.app(), host, port)
+        self.base_url = f"http://{bound}"
         return self.base_url
 
     async def stop(self) -> None:
@@ -146,16 +148,7 @@ class TwilioSimulator:
 
     async def run(self, host: str = "127.0.0.1", port: int = 0) -> None:
         """Serve until SIGINT or SIGTERM; print the base URL first and the counts last."""
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        print(await self.start(host, port), flush=True)
-        try:
-            await stop.wait()
-        finally:
-            await self.stop()
-            print(json.dumps(asdict(self.stats)), flush=True)
+        await serving.run_until_signalled(lambda: self.start(host, port), self.stop, lambda: self.stats)
 
     async def wait_idle(self, timeout: float = 10.0) -> None:
         """Return once no callback, reply or key press is pending; TimeoutError after `timeout`."""
@@ -192,25 +185,25 @@ class TwilioSimulator:
     def _api(self, handler: Any) -> Any:
         async def serve(request: web.Request) -> web.Response:
             self.stats.requests += 1
+            faults = self.scenario.faults_at(time.time())  # the window in force when it arrived
             try:
                 if (request.headers.get("Authorization") != self._auth
                         or request.match_info["account"] != self.account_sid):
                     self.stats.unauthorized += 1
                     raise ApiError(401, 20003)
-                await self._faults()
+                await self._faults(faults)
                 status, body = await handler(request)
             except ApiError as exc:
                 if exc.status == 400:
                     self.stats.rejected += 1
                 headers = {"WWW-Authenticate": 'Basic realm="Twilio API"'} if exc.status == 401 else {}
                 if exc.status == 429:
-                    headers["Retry-After"] = f"{self.scenario.faults.retry_after:g}"
+                    headers["Retry-After"] = f"{faults.retry_after:g}"
                 return web.json_response(exc.body(), status=exc.status, headers=headers)
             return web.json_response(body, status=status)
         return serve
 
-    async def _faults(self) -> None:
-        faults = self.scenario.faults
+    async def _faults(self, faults: Faults) -> None:
         if faults.latency:
             await asyncio.sleep(faults.latency / self.scenario.speed)
         if faults.max_per_second is not None:
@@ -238,7 +231,7 @@ class TwilioSimulator:
             raise ApiError(400, 21602)
         if len(body) > 1600:
             raise ApiError(400, 21617)
-        behaviour = self.scenario.behaviour(to)
+        behaviour = self._attempt("sms", to)
         if behaviour.sms_outcome == "invalid":
             raise ApiError(400, 21211, to=to)
         now = time.time()
@@ -277,7 +270,7 @@ class TwilioSimulator:
         twiml, url = form.get("Twiml") or None, form.get("Url") or None
         if not twiml and not url:
             raise ApiError(400, 21205)
-        behaviour = self.scenario.behaviour(to)
+        behaviour = self._attempt("call", to)
         if behaviour.call_outcome == "invalid":
             raise ApiError(400, 21211, to=to)
         events = frozenset(e for value in form.getall("StatusCallbackEvent", []) for e in str(value).split())
@@ -298,6 +291,13 @@ class TwilioSimulator:
         if call is None:
             raise ApiError(404, 20404, uri=request.path)
         return 200, call_body(call)
+
+    def _attempt(self, kind: str, to: str) -> Behaviour:
+        """The number's behaviour for this, its n-th SMS or call: the attempt's outcome, spans drawn."""
+        n = self._attempts[kind, to]
+        self._attempts[kind, to] += 1
+        b = self.scenario.behaviour(to)
+        return b.sms_attempt(n, self._random) if kind == "sms" else b.call_attempt(n, self._random)
 
     # -- timelines (one task per message or call) --
 
@@ -338,7 +338,7 @@ class TwilioSimulator:
 
     def loses_callback(self) -> bool:
         """Drop this status callback (faults.callback_loss)?"""
-        loss = self.scenario.faults.callback_loss
+        loss = self.scenario.faults_at(time.time()).callback_loss
         if loss and self._random.random() < loss:
             self.stats.callbacks_lost += 1
             return True
@@ -361,6 +361,7 @@ class TwilioSimulator:
                 self.messages.clear()
                 self.inbound.clear()
                 self.calls.clear()
+                self._attempts.clear()
             self.reply_now(data.pop("reply_now", None) or {})
             self.scenario.update(data)
         except (ValueError, TypeError) as exc:

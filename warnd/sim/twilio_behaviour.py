@@ -25,13 +25,28 @@ delivery), text}; `call` answer | no-answer | busy | failed | invalid; `answer_a
 `press` a digit or null, `press_after` (after answering); `hangup_after` (after answering,
 when nothing is pressed); `phone_off` (SMS undelivered 30003, calls ring out: no-answer).
 
+Spans: `sent_after`, `deliver_after`, `answer_after`, `press_after`, `hangup_after` and
+`reply.after` may be `[min, max]`: drawn uniformly for each message or call by the
+simulator's seeded RNG. Attempts: `call: {attempts: [no-answer, no-answer, answer]}` plays
+the n-th call to the number with the n-th outcome (the last one repeats); `sms: {attempts:
+[undelivered, deliver]}` likewise.
+
 Provider faults (`Faults`) apply to every REST request: `rate_429` and `rate_5xx` shares,
 `latency` seconds (simulated), `max_per_second` requests (real seconds: the HTTP client
 runs in real time), `retry_after` (the Retry-After header of a 429, real seconds).
+Fault windows override them for a while, in simulated seconds from the scenario's start
+(`Scenario.epoch`, a real timestamp; default: when the simulator started):
+
+    faults:
+      rate_5xx: 0.01                                  # constant
+      windows:                                        # or `faults: [ …windows… ]` alone
+        - {from: 0, until: 120, rate_429: 1.0, retry_after: 5}
+        - {from: 300, until: 360, rate_5xx: 0.5}
 """
 from __future__ import annotations
 
 import itertools
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -49,11 +64,34 @@ if TYPE_CHECKING:
 SMS_OUTCOMES = frozenset({"deliver", "undelivered", "failed", "invalid"})
 CALL_OUTCOMES = frozenset({"answer", "no-answer", "busy", "failed", "invalid"})
 SMS_ERRORS = {"undelivered": 30003, "failed": 30008}
+SPANS = ("sent_after", "deliver_after", "answer_after", "press_after", "hangup_after")
+
+Span = float | tuple[float, float]  # simulated seconds, or [min, max] drawn per message or call
+
+
+def _span(name: str, value: Any) -> Span:
+    """A number or a [min, max] pair (read from a file or /_control) → a Span; ValueError names `name`."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise ValueError(f"{name}: expected seconds or [min, max], got {value!r}")
+        low, high = sorted(float(v) for v in value)
+        if low < 0:
+            raise ValueError(f"{name}: must not be negative")
+        return (low, high)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name}: expected seconds or [min, max], got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name}: must not be negative")
+    return float(value)
+
+
+def _draw(value: Span, rng: random.Random) -> float:
+    return round(rng.uniform(*value), 3) if isinstance(value, tuple) else value
 
 
 @dataclass(frozen=True)
 class Reply:
-    after: float = 0.0  # simulated seconds after delivery
+    after: Span = 0.0  # simulated seconds after delivery, or [min, max]
     text: str = "1"
 
 
@@ -61,26 +99,50 @@ class Reply:
 class Behaviour:
     sms: str = "deliver"
     sms_error: int | None = None
-    sent_after: float = 0.1
-    deliver_after: float = 1.0
+    sent_after: Span = 0.1
+    deliver_after: Span = 1.0
     reply: Reply | None = None
     call: str = "answer"
-    answer_after: float = 2.0
+    answer_after: Span = 2.0
     press: str | None = None
-    press_after: float = 1.0
-    hangup_after: float = 5.0
+    press_after: Span = 1.0
+    hangup_after: Span = 5.0
     phone_off: bool = False
+    sms_attempts: tuple[str, ...] = ()  # the n-th SMS to the number: the n-th outcome (the last repeats)
+    call_attempts: tuple[str, ...] = ()  # the n-th call likewise
 
     def __post_init__(self) -> None:
-        if self.sms not in SMS_OUTCOMES:
-            raise ValueError(f"sms: expected one of {sorted(SMS_OUTCOMES)}, got {self.sms!r}")
-        if self.call not in CALL_OUTCOMES:
-            raise ValueError(f"call: expected one of {sorted(CALL_OUTCOMES)}, got {self.call!r}")
+        for outcome in (self.sms, *self.sms_attempts):
+            if outcome not in SMS_OUTCOMES:
+                raise ValueError(f"sms: expected one of {sorted(SMS_OUTCOMES)}, got {outcome!r}")
+        for outcome in (self.call, *self.call_attempts):
+            if outcome not in CALL_OUTCOMES:
+                raise ValueError(f"call: expected one of {sorted(CALL_OUTCOMES)}, got {outcome!r}")
         if self.press is not None and (len(self.press) < 1 or any(c not in "0123456789*#" for c in self.press)):
             raise ValueError(f"press: expected digits, got {self.press!r}")
-        for name in ("sent_after", "deliver_after", "answer_after", "press_after", "hangup_after"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: must not be negative")
+        for name in SPANS:
+            _span(name, getattr(self, name))
+        if self.reply is not None:
+            _span("reply.after", self.reply.after)
+
+    def sms_attempt(self, n: int, rng: random.Random) -> Behaviour:
+        """What the number does with its n-th SMS (0-based): that attempt's outcome, spans drawn."""
+        attempts = self.sms_attempts
+        b = self if not attempts else replace(self, sms=attempts[min(n, len(attempts) - 1)])
+        return b._drawn(rng)
+
+    def call_attempt(self, n: int, rng: random.Random) -> Behaviour:
+        """What the number does with its n-th call (0-based): that attempt's outcome, spans drawn."""
+        attempts = self.call_attempts
+        b = self if not attempts else replace(self, call=attempts[min(n, len(attempts) - 1)])
+        return b._drawn(rng)
+
+    def _drawn(self, rng: random.Random) -> Behaviour:
+        """Every [min, max] span replaced by a value drawn from `rng` (the RNG is untouched without spans)."""
+        values: dict[str, Any] = {n: _draw(getattr(self, n), rng) for n in SPANS if isinstance(getattr(self, n), tuple)}
+        if self.reply is not None and isinstance(self.reply.after, tuple):
+            values["reply"] = Reply(_draw(self.reply.after, rng), self.reply.text)
+        return replace(self, **values) if values else self
 
     @property
     def sms_outcome(self) -> str:
@@ -106,14 +168,35 @@ class Behaviour:
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown behaviour settings: {sorted(unknown)}")
+        for kind in ("sms", "call"):
+            if isinstance(values.get(kind), Mapping):
+                values[kind], values[f"{kind}_attempts"] = "deliver" if kind == "sms" else "answer", \
+                    _attempts(kind, values[kind])
+            elif f"{kind}_attempts" in values:
+                values[f"{kind}_attempts"] = tuple(values[f"{kind}_attempts"] or ())
+            elif kind in values:
+                values[f"{kind}_attempts"] = ()  # a plain outcome replaces the base's attempts
+        for name in SPANS:
+            if name in values:
+                values[name] = _span(name, values[name])
         reply = values.get("reply")
         if isinstance(reply, Mapping):
-            values["reply"] = Reply(after=float(reply.get("after", 0)), text=str(reply.get("text", "1")))
+            extra = set(reply) - {"after", "text"}
+            if extra:
+                raise ValueError(f"reply: unknown settings {sorted(extra)} (after, text)")
+            values["reply"] = Reply(after=_span("reply.after", reply.get("after", 0)), text=str(reply.get("text", "1")))
         elif isinstance(reply, str):
             values["reply"] = Reply(text=reply)
         if values.get("press") is not None:
             values["press"] = str(values["press"])
         return replace(base or cls(), **values)
+
+
+def _attempts(kind: str, spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """`{attempts: [no-answer, answer]}` → the outcomes in order."""
+    if set(spec) != {"attempts"} or not isinstance(spec["attempts"], (list, tuple)) or not spec["attempts"]:
+        raise ValueError(f"{kind}: expected an outcome or {{attempts: [outcome, …]}}, got {dict(spec)!r}")
+    return tuple(str(a) for a in spec["attempts"])
 
 
 @dataclass(frozen=True)
@@ -140,6 +223,52 @@ class Faults:
         return replace(base or cls(), **data)
 
 
+@dataclass(frozen=True)
+class FaultWindow:
+    """Fault settings in force from `start` until `until` (simulated seconds from the scenario's
+    start), over the constant ones; settings it does not name keep the constant value."""
+
+    start: float
+    until: float
+    settings: Mapping[str, Any]
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "windows[0]") -> FaultWindow:
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{where}: expected {{from, until, …fault settings}}, got {data!r}")
+        settings = {k: v for k, v in data.items() if k not in ("from", "until")}
+        for key in ("from", "until"):
+            value = data.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{where}.{key}: expected simulated seconds (>= 0), got {value!r}")
+        if data["until"] <= data["from"]:
+            raise ValueError(f"{where}.until: must come after from ({data['from']:g})")
+        if not settings:
+            raise ValueError(f"{where}: names no fault setting (rate_429, rate_5xx, latency, …)")
+        try:
+            Faults.from_dict(settings)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        return cls(float(data["from"]), float(data["until"]), dict(settings))
+
+
+def parse_faults(data: Any, base: Faults | None = None) -> tuple[Faults, tuple[FaultWindow, ...] | None]:
+    """`faults:` as a file or /_control gives it: a mapping (constant settings, optionally
+    `windows: […]`) or a list of windows. Returns (constant faults, windows or None if not given)."""
+    if isinstance(data, (list, tuple)):
+        constant, windows = {}, data
+    elif isinstance(data, Mapping):
+        constant = {k: v for k, v in data.items() if k != "windows"}
+        windows = data.get("windows")
+    else:
+        raise ValueError(f"faults: expected a mapping or a list of windows, got {data!r}")
+    if windows is not None and not isinstance(windows, (list, tuple)):
+        raise ValueError("faults.windows: expected a list of {from, until, …}")
+    parsed = None if windows is None else tuple(FaultWindow.from_dict(w, f"faults.windows[{i}]")
+                                                  for i, w in enumerate(windows))
+    return Faults.from_dict(constant, base), parsed
+
+
 def _number(key: object) -> str:
     return f"+{key}" if isinstance(key, int) else str(key)
 
@@ -151,13 +280,32 @@ class Scenario:
     faults: Faults = field(default_factory=Faults)
     speed: float = 1.0
     inbound_sms_url: str | None = None
+    windows: tuple[FaultWindow, ...] = ()
+    epoch: float | None = None  # the real time of the scenario's T+0 (windows count from it)
 
     def behaviour(self, number: str) -> Behaviour:
         return self.numbers.get(number, self.default)
 
+    def elapsed(self, now: float) -> float:
+        """Simulated seconds from the scenario's start at real time `now`."""
+        return (now - (self.epoch if self.epoch is not None else now)) * self.speed
+
+    def faults_at(self, now: float) -> Faults:
+        """The faults in force at real time `now`: the constant ones, under every window open then."""
+        if not self.windows:
+            return self.faults
+        t = self.elapsed(now)
+        open_ = [w for w in self.windows if w.start <= t < w.until]
+        if not open_:
+            return self.faults
+        settings: dict[str, Any] = {}
+        for w in open_:  # later windows win where they overlap
+            settings.update(w.settings)
+        return replace(self.faults, **settings)
+
     def update(self, data: Mapping[str, Any]) -> None:
         """Apply a (partial) scenario description: the file format, also used by POST /_control."""
-        unknown = set(data) - {"default", "numbers", "faults", "speed", "inbound_sms_url"}
+        unknown = set(data) - {"default", "numbers", "faults", "speed", "inbound_sms_url", "epoch"}
         if unknown:
             raise ValueError(f"unknown scenario settings: {sorted(unknown)}")
         if "default" in data:
@@ -165,7 +313,11 @@ class Scenario:
         for number, behaviour in (data.get("numbers") or {}).items():
             self.numbers[_number(number)] = Behaviour.from_dict(behaviour or {}, self.default)
         if "faults" in data:
-            self.faults = Faults.from_dict(data["faults"] or {}, self.faults)
+            self.faults, windows = parse_faults(data["faults"] or {}, self.faults)
+            if windows is not None:
+                self.windows = windows
+        if "epoch" in data:
+            self.epoch = None if data["epoch"] is None else float(data["epoch"])
         if "speed" in data:
             speed = float(data["speed"])
             if speed <= 0:
@@ -175,7 +327,9 @@ class Scenario:
             self.inbound_sms_url = data["inbound_sms_url"]
 
     def describe(self) -> dict[str, Any]:
-        return {"speed": self.speed, "inbound_sms_url": self.inbound_sms_url, "faults": asdict(self.faults),
+        return {"speed": self.speed, "inbound_sms_url": self.inbound_sms_url, "epoch": self.epoch,
+                "faults": {**asdict(self.faults), "windows": [{"from": w.start, "until": w.until, **w.settings}
+                                                             for w in self.windows]},
                 "default": asdict(self.default), "numbers": {n: asdict(b) for n, b in self.numbers.items()}}
 
     @classmethod

@@ -38,6 +38,7 @@ class Child:
         self.proc: subprocess.Popen | None = None
         self.ready = asyncio.Event()  # set while the API answers; cleared when killed
         self.expected_exit = False
+        self.startup_seconds: list[float] = []  # real seconds from the command to /readyz, per life
 
     @property
     def log_path(self) -> Path:
@@ -60,7 +61,8 @@ class Child:
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
                 preexec_fn=_die_with_parent)
         self.expected_exit = False
-        deadline = time.monotonic() + READY_SECONDS
+        started = time.monotonic()
+        deadline = started + READY_SECONDS
         while True:
             if self.proc.poll() is not None:
                 raise ChildFailed(f"warnd exited with {self.proc.returncode} while starting:\n{self.log_tail()}")
@@ -68,6 +70,7 @@ class Child:
                 async with session.get(self.base_url + "/readyz", timeout=aiohttp.ClientTimeout(total=2)) as r:
                     if r.status == 200:
                         self.ready.set()
+                        self.startup_seconds.append(time.monotonic() - started)
                         return
             except (aiohttp.ClientError, TimeoutError):
                 pass

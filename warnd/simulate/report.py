@@ -24,7 +24,8 @@ its submission (as warnd's coverage summary does).
 
 Verdict: ok unless something was lost, a grid of a chain's final version (the
 newest that is neither a Cancel nor rejected) ended neither confirmed nor covered,
-or that version was never published (still awaiting approval at the end).
+or that version was never published (still awaiting approval at the end), or a
+crash the scenario put at an event (`crash.at_event`) never happened.
 """
 from __future__ import annotations
 
@@ -263,6 +264,8 @@ def build(f: Facts) -> dict:
         reasons.append(f"{len(unreached)} grids neither confirmed nor covered")
     if unpublished:
         reasons.append(f"{len(unpublished)} warnings never published (still awaiting approval)")
+    if f.crash is not None and f.crash.get("happened") is False:
+        reasons.append(f"the crash at {f.crash['at_event']} did not happen: that event never came")
     return {
         "scenario": f.scenario,
         "run": {k: v for k, v in f.run.items() if k not in ("read_at", "real_start")},
@@ -278,7 +281,7 @@ def build(f: Facts) -> dict:
         "unpublished": unpublished,
         "inside_outside_agree": agree,
         "disagreements": disagreements,  # received outside, not recorded as delivered inside
-        "verdict": {"ok": not lost and not unreached and not unpublished, "reasons": reasons},
+        "verdict": {"ok": not reasons, "reasons": reasons},
         "simulated_from": sim_start.isoformat(),
     }
 

@@ -12,7 +12,9 @@ One run:
      personal token per approver;
   4. `warnd serve --simulation-clock …` as a child; the timeline POSTs CAP to its
      API, and each held entry's approvers approve or reject it at their moment;
-     a crash is a real SIGKILL and a restart with the same config and clock;
+     a crash is a real SIGKILL (at a time, or when an event is first seen) and a
+     restart with the same config and clock `restart_after` simulated seconds after
+     the kill (warnd's own start-up comes on top and is reported apart);
   5. progress polled from the API about every 0.5 s; door-to-door visitors;
   6. the end (see `_finished`), then the facts: warnd's view from the API, the
      outside view from the simulators → `report.build`.
@@ -57,6 +59,16 @@ COVERAGE_EVERY = 2  # polls: the coverage report costs warnd more than the deliv
 API_SECONDS = 30.0  # a single API call
 RETRY_SECONDS = 90.0  # real seconds a timeline POST waits for a warnd that is down
 ALL_DELIVERIES = 1_000_000
+EVENT_POLL_SECONDS = 0.1  # real seconds between looks for a crash's `at_event`
+RUNG_POLL_SECONDS = 0.2  # … for first_rung (a coverage read per warning)
+# Sweep intervals are real seconds (warnd's scheduler runs on the wall clock) while what they
+# look for is on the engine's scaled clock: at speed N they run N× as often, so a lost callback
+# or an uncertain send is settled within the same simulated time as at speed 1 (warnd's
+# defaults), never more often than MIN_SWEEP_SECONDS. The `twilio.*_after_seconds` thresholds
+# are compared with the engine's clock: already simulated, left as they are.
+SWEEPS_AT_SPEED_1 = {"recover_seconds": 5.0, "expire_seconds": 5.0, "escalate_seconds": 0.5,
+                     "speaker_seconds": 5.0, "reconcile_seconds": 60.0}
+MIN_SWEEP_SECONDS = 0.2
 OBSERVER = "warnd simulate"
 DEFAULT_ROUTING = [
     {"levels": ["red", "orange", "yellow", "blue"], "channels": ["webhook"]},
@@ -65,6 +77,11 @@ DEFAULT_ROUTING = [
     {"levels": ["red", "orange"], "channels": ["speaker"]},
     {"levels": ["yellow", "blue"], "channels": ["sms"], "roles": ["grid_responsible"]},
 ]
+
+
+def scaled_sweeps(speed: float) -> dict[str, float]:
+    """warnd's `sweeps` for a run at `speed`: its speed-1 intervals divided by the speed, bounded below."""
+    return {key: round(max(value / speed, MIN_SWEEP_SECONDS), 3) for key, value in SWEEPS_AT_SPEED_1.items()}
 
 
 class SimulationFailed(RuntimeError):
@@ -128,6 +145,9 @@ class Simulation:
         self.last_poll: dict[int, dict] = {}  # warning id → {"warning":…, "coverage":…}
         self.timeline_done = False
         self.crash_done = scenario.crash is None
+        self.crash_waiting = False  # an event crash still waiting for its event (does not hold the end)
+        self.approvals_given = 0
+        self.reconcile_wait = 0.0  # simulated seconds a lost callback may take to be looked up (see _watch)
         self._stops: list = []
         self._polls = 0
         self.issued_until = float("-inf")  # the time of the newest timeline entry issued
@@ -177,9 +197,13 @@ class Simulation:
         except WarndError as err:
             raise ScenarioError(sc.source, [(f"config.{p.field}", p.detail_en) for p in err.problems]) from None
         await self._prepare_database(db_url, loaded.accounts)
+        # a callback lost at the last moment is looked up reconcile_after_seconds later, at the
+        # next reconcile sweep (real seconds): the end waits that long for what is still `sent`
+        self.reconcile_wait = loaded.twilio.reconcile_after_seconds + 2 * loaded.sweeps.reconcile_seconds * self.speed
         # T+0 is a moment just ahead: warnd starts before it, so the timeline starts on time.
         self.sim_start = (datetime.now(timezone.utc) + timedelta(seconds=STARTUP_SECONDS)).replace(microsecond=0)
         self.clock = ScaledClock(self.speed, self.sim_start.timestamp(), self.sim_start)
+        self.world.twilio.scenario.epoch = self.clock.real_start  # fault windows count from T+0
         self.child = Child(config_path, self.clock.spec(), self.base, self.workdir)
         self.display.begin(api=self.base, token=self.tokens[OBSERVER], speed=self.speed, workdir=self.workdir,
                            keep=not (self.options.workdir is None))
@@ -221,8 +245,7 @@ class Simulation:
             "speaker": {"enabled": bool(sc.directory.speakers)},
             # Leases run on the engine's (scaled) clock, sends on real time: 60 real seconds.
             "dispatcher": {"poll_seconds": 0.2, "lease_seconds": 60.0 * self.speed},
-            "sweeps": {"recover_seconds": 2.0, "expire_seconds": 2.0, "escalate_seconds": 0.25,
-                       "speaker_seconds": 1.0},
+            "sweeps": scaled_sweeps(self.speed),
         }
         config = merged(base, sc.config)
         if not sc.approves:
@@ -442,11 +465,13 @@ class Simulation:
                            f"{decision.reason} / 驳回")
             elif answer["published"]:
                 issued.awaiting = False
+                self.approvals_given += 1
                 w = await self._planned(issued)
                 self.event(f"approve {step.name}: {decision.by} ({name}) {answer['approvals']}/{answer['needed']}; "
                            f"warning {issued.warning_id} published {_took(w)} after submission, "
                            f"{len(issued.planned)} deliveries planned / 已签发，发布")
             else:
+                self.approvals_given += 1
                 self.event(f"approve {step.name}: {decision.by} ({name}) {answer['approvals']}/{answer['needed']} "
                            f"/ 待签发 {answer['approvals']}/{answer['needed']}")
 
@@ -477,11 +502,22 @@ class Simulation:
 
     async def _crash(self) -> None:
         crash = self.scenario.crash
-        await self.until_sim(crash.at)
-        due = [s.at for s in self.scenario.timeline if s.at <= crash.at]
-        while due and self.issued_until < max(due):  # what was due before the crash was accepted first
-            self.progressed.clear()
-            await asyncio.wait_for(self.progressed.wait(), RETRY_SECONDS)
+        seen_at = None
+        if crash.at_event is not None:
+            seen_at = await self._wait_event(crash.at_event)
+            if seen_at is None:  # the run settled (or ends) without it: no crash
+                self.crash_facts = {"at_event": crash.at_event, "happened": False}
+                self.event(f"crash event: {crash.at_event} never happened; warnd was not killed")
+                self.crash_done = True
+                return
+            self.event(f"crash event: {crash.at_event} seen at T+{seen_at:.1f} s")
+            await self.until_sim(seen_at + crash.after)
+        else:
+            await self.until_sim(crash.at)
+            due = [s.at for s in self.scenario.timeline if s.at <= crash.at]
+            while due and self.issued_until < max(due):  # what was due before the crash was accepted first
+                self.progressed.clear()
+                await asyncio.wait_for(self.progressed.wait(), RETRY_SECONDS)
         in_flight: set[int] = set()  # sends warnd had not settled just before the kill
         for issued in list(self.issued.values()):
             w = await self.get(f"/api/v1/warnings/{issued.warning_id}?deliveries={ALL_DELIVERIES}")
@@ -489,8 +525,11 @@ class Simulation:
         killed_at = self.now()
         await self.child.kill9()
         self.event(f"crash: warnd killed (kill -9) with {len(in_flight)} sends unsettled")
-        await self.sleep_sim(crash.restart_after)
+        await self.until_sim(killed_at + crash.restart_after)  # the outage counts from the kill itself
+        restarted_at = self.now()
+        real_restart = time.time()
         await self.child.start(self.session)
+        ready_at, startup_real = self.now(), time.time() - real_restart
         recovered: dict[str, dict[str, int]] = {}
         for issued in list(self.issued.values()):
             w = await self.get(f"/api/v1/warnings/{issued.warning_id}?deliveries={ALL_DELIVERIES}")
@@ -499,10 +538,54 @@ class Simulation:
                     per = recovered.setdefault(d["channel"], {"uncertain": 0, "resent": 0})
                     per["uncertain" if d["last_code"] == "orphaned" else "resent"] += 1
                     in_flight.add(d["id"])
-        self.crash_facts = {"at_seconds": round(killed_at, 1), "restarted_at_seconds": round(self.now(), 1),
+        self.crash_facts = {"at_event": crash.at_event, "event_seen_at_seconds": None if seen_at is None
+                            else round(seen_at, 1), "at_seconds": round(killed_at, 1),
+                            "restart_after": crash.restart_after, "restarted_at_seconds": round(restarted_at, 1),
+                            "outage_seconds": round(restarted_at - killed_at, 1),
+                            "ready_at_seconds": round(ready_at, 1),
+                            "startup_seconds": round(ready_at - restarted_at, 1),
+                            "startup_real_seconds": round(startup_real, 2),
                             "recovered": recovered, "in_flight": len(in_flight), "in_flight_ids": sorted(in_flight)}
         self.event(f"restart: warnd is back (life {self.child.lives}); recovered {recovered or 'nothing'}")
         self.crash_done = True
+
+    async def _wait_event(self, event: str) -> float | None:
+        """Simulated seconds when `event` (a scenario.CRASH_EVENTS key) was first seen; None when the
+        run is done or at its end without it."""
+        self.crash_waiting = True
+        loop = asyncio.get_running_loop()
+        next_rung_look = 0.0
+        try:
+            while self.now() < self.scenario.end_max:
+                if event == "published":
+                    seen = any(not i.awaiting and not i.rejected for i in self.issued.values())
+                elif event == "approval":
+                    seen = self.approvals_given > 0
+                elif event == "first_sms_delivered":
+                    seen = any(m.status == "delivered" for m in self.world.twilio.messages.values())
+                elif event == "first_call_answered":
+                    seen = any(c.start_time is not None for c in self.world.twilio.calls.values())
+                else:  # first_rung: warnd's own rungs, read through its coverage API
+                    seen = False
+                    if loop.time() >= next_rung_look:
+                        next_rung_look = loop.time() + RUNG_POLL_SECONDS
+                        seen = await self._rung_fired()
+                if seen:
+                    return self.now()
+                await asyncio.sleep(EVENT_POLL_SECONDS)
+            return None
+        finally:
+            self.crash_waiting = False
+
+    async def _rung_fired(self) -> bool:
+        for issued in list(self.issued.values()):
+            try:
+                c = await self.get(f"/api/v1/warnings/{issued.warning_id}/coverage")
+            except (aiohttp.ClientError, TimeoutError):
+                return False
+            if any(g.get("rungs_fired", 0) for g in c.get("grids", [])):
+                return True
+        return False
 
     def _counts(self, state: str) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -535,11 +618,13 @@ class Simulation:
                         return "end.at"
                 elif now >= sc.end_max:
                     return "end.max"
-                elif self.timeline_done and self.crash_done and self._decided() and self._chains_done():
+                elif (self.timeline_done and (self.crash_done or self.crash_waiting) and self._decided()
+                      and self._chains_done()):
                     settle_from = now if settle_from is None else settle_from
                     if self._quiet():
                         return "settled"
-                    if now >= settle_from + sc.settle:
+                    # what is still `sent` may wait on a lost callback: give reconciliation its time
+                    if now >= settle_from + max(sc.settle, self.reconcile_wait if self._counts("sent") else 0):
                         return "end.settle"
                 else:
                     settle_from = None
@@ -636,11 +721,15 @@ class Simulation:
     def _facts(self, inside: list[dict], ended: str, real_started: float) -> report.Facts:
         sc = self.scenario
         walks = [vars(w).copy() for w in (self.visitors.walks.values() if self.visitors else ())]
+        if self.crash_facts is None and sc.crash is not None and sc.crash.at_event is not None:
+            self.crash_facts = {"at_event": sc.crash.at_event, "happened": False}  # the run ended first
         return report.Facts(
-            scenario={"file": sc.source, "description": sc.description, "seed": sc.seed, "speed": self.speed},
+            scenario={"file": sc.source, "description": sc.description, "seed": sc.seed, "speed": self.speed,
+                      "fault_windows": [{"from": w.start, "until": w.until, **w.settings} for w in sc.fault_windows]},
             run={"api": self.base, "sim_start": self.sim_start.isoformat(), "ended_because": ended,
                  "simulated_seconds": round(self.now(), 1), "real_seconds": round(time.time() - real_started, 1),
-                 "warnd_lives": self.child.lives, "read_at": self.read_at, "real_start": self.clock.real_start},
+                 "warnd_lives": self.child.lives, "read_at": self.read_at, "real_start": self.clock.real_start,
+                 "startup_real_seconds": [round(t, 2) for t in self.child.startup_seconds]},
             warnings=inside, crash=self.crash_facts, events=self.events, walks=walks,
             approvers={account: name for name, (account, _) in self.approvers.items()}, **self.world.facts())
 

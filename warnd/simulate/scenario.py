@@ -32,7 +32,7 @@ from warnd.domain.model import Level
 from warnd.ingest.directory import DirectoryData, KnownIds, load_directory
 from warnd.sim.speakers import Behaviour as SpeakerBehaviour
 from warnd.sim.twilio_behaviour import Behaviour as PhoneBehaviour
-from warnd.sim.twilio_behaviour import Faults, Reply
+from warnd.sim.twilio_behaviour import Faults, FaultWindow, Reply, parse_faults
 from warnd.simulate import cap
 from warnd.simulate.cap import LEVEL_ZH
 
@@ -44,6 +44,14 @@ DEFAULT_REASON = "演练：签发人驳回 / rehearsal: rejected by the approver
 PERSON_SPANS = ("reply_after", "answer_after", "press_after", "hangup_after", "deliver_after")
 PASS_THROUGH = ("answer_after", "press", "press_after", "hangup_after", "deliver_after", "call", "sms",
                 "phone_off")
+# `crash: {at_event: …}`: what the runner watches for (see Simulation._event_seen)
+CRASH_EVENTS = {
+    "published": "a warning was published (accepted, or its last approval given)",
+    "approval": "an approver approved (签发) an entry",
+    "first_sms_delivered": "the Twilio simulator reported an SMS delivered",
+    "first_call_answered": "a simulated person answered a call",
+    "first_rung": "a rung of an escalation ladder fired (warnd's rungs, via the coverage API)",
+}
 
 
 class ScenarioError(Exception):
@@ -104,8 +112,10 @@ class Step:
 
 @dataclass(frozen=True)
 class Crash:
-    at: float
-    restart_after: float  # simulated seconds the node stays dead
+    at: float | None  # simulated seconds from the start; None: at `at_event`
+    restart_after: float  # simulated seconds from the kill to the restart command (warnd's start-up not counted)
+    at_event: str | None = None  # one of CRASH_EVENTS: killed when the runner first sees it …
+    after: float = 0.0  # … this many simulated seconds later
 
 
 @dataclass(frozen=True)
@@ -149,6 +159,7 @@ class Scenario:
     settle: float
     description: str = ""
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    fault_windows: tuple[FaultWindow, ...] = ()  # provider faults in force for a while (from T+0)
 
     @property
     def approves(self) -> bool:
@@ -198,6 +209,8 @@ def schema_problems(data: Any) -> list[tuple[str, str]]:
 def _message(err: Any) -> str:
     if err.validator in ("additionalProperties", "unevaluatedProperties"):
         return err.message.replace("were unexpected", "are not known").replace("was unexpected", "is not known")
+    if err.validator == "minProperties" and isinstance(err.schema, dict) and err.schema.get("description"):
+        return f"{err.instance!r} is incomplete; expected: {err.schema['description']}"
     if err.validator in ("oneOf", "anyOf"):
         expected = err.schema.get("description") if isinstance(err.schema, dict) else None
         if not expected:
@@ -246,15 +259,13 @@ class _Resolver:
         phones, groups = self.people(behaviours.get("people") or {}, directory)
         speakers, speaker_default, multiplexed = self.speakers(behaviours.get("speakers") or {}, directory)
         subscribers = self.subscribers(behaviours.get("subscribers") or {}, directory)
-        faults = self.faults(behaviours.get("provider") or {})
+        faults, windows = self.faults(behaviours.get("provider") or {})
         config = self.config(d.get("config") or {})
         department = d.get("department", DEFAULT_DEPARTMENT)
         timeline = self.timeline(d["timeline"], department, directory)
         if config is not None and any(s.decisions for s in timeline):
             timeline = tuple(self.approval(s, config) for s in timeline)
-        crash = None
-        if "crash" in d:
-            crash = Crash(seconds(d["crash"]["at"]), float(d["crash"].get("restart_after", 5.0)))
+        crash = self.crash(d["crash"]) if "crash" in d else None
         door = d.get("door_to_door", {})
         door_to_door = None if door is False else DoorToDoor(**{k: (v if k in ("mark", "people") else seconds(v))
                                                                 for k, v in door.items()})
@@ -274,7 +285,16 @@ class _Resolver:
         return Scenario(self.source, self.base_dir, self.seed, float(d.get("speed", DEFAULT_SPEED)), department,
                         directory, d.get("config") or {}, phones, groups, speakers, speaker_default, multiplexed,
                         faults, subscribers, door_to_door, timeline, crash, end_at, end_max,
-                        float(end.get("settle", DEFAULT_SETTLE)), d.get("description", ""), d)
+                        float(end.get("settle", DEFAULT_SETTLE)), d.get("description", ""), d, windows)
+
+    def crash(self, spec: dict) -> Crash:
+        restart_after = float(spec.get("restart_after", 5.0))
+        if "at_event" in spec:
+            event = spec["at_event"]
+            if event not in CRASH_EVENTS:  # the schema's enum says so too; this names the choices
+                self.fail("crash.at_event", f"unknown event {event!r}; events are {', '.join(CRASH_EVENTS)}")
+            return Crash(None, restart_after, event, seconds(spec.get("after", 0)))
+        return Crash(seconds(spec["at"]), restart_after)
 
     # -- the directory --
 
@@ -306,7 +326,7 @@ class _Resolver:
 
     def people(self, spec: dict, directory: DirectoryData) -> tuple[dict[str, PhoneBehaviour], dict[str, str]]:
         people = [p for p in directory.people if p.phone]
-        default = spec.get("default", {})
+        default = _plain(spec.get("default", {}))
         chosen: dict[str, tuple[str, dict]] = {p.id: ("default", default) for p in people}
         for i, group in enumerate(spec.get("groups") or []):
             roles = set(group.get("roles") or ())
@@ -317,7 +337,7 @@ class _Resolver:
                 self.fail(f"behaviours.people.groups[{i}].share",
                           f"{n} people wanted but only {len(free)} of {len(matching)} are not in an earlier group")
                 n = len(free)
-            settings = {k: v for k, v in group.items() if k not in ("share", "roles")}
+            settings = _plain({k: v for k, v in group.items() if k not in ("share", "roles")})
             for p in self.rng.sample(free, n):
                 chosen[p.id] = (f"groups[{i}]", {**default, **settings})
         by_phone = {p.phone: p for p in people}
@@ -329,7 +349,7 @@ class _Resolver:
             if person is None:
                 self.fail(f"behaviours.people.{key}", "no person with this id or phone (with a phone) in the directory")
                 continue
-            chosen[person.id] = (key, {**default, **settings})
+            chosen[person.id] = (key, {**default, **_plain(settings)})
         phones: dict[str, PhoneBehaviour] = {}
         for p in people:
             label, settings = chosen[p.id]
@@ -351,12 +371,16 @@ class _Resolver:
         for key in PASS_THROUGH:
             if key in s and s[key] is not None:
                 values[key] = self.span(s[key]) if key in PERSON_SPANS else s[key]
+        for kind in ("call", "sms"):  # {attempts: [no-answer, answer]}: the n-th call or SMS, the n-th outcome
+            if isinstance(values.get(kind), dict):
+                values[f"{kind}_attempts"] = tuple(values.pop(kind)["attempts"])
         if "press" in s and s["press"] is None:
             values["press"] = None
         if s.get("reply_after") is not None and not s.get("never"):
             values["reply"] = Reply(after=self.span(s["reply_after"]), text=str(s.get("text", "1")))
         if s.get("never"):
             values["call"] = "no-answer"
+            values.pop("call_attempts", None)
             values.pop("press", None)
         if s.get("invalid"):
             values["sms"] = values["call"] = "invalid"
@@ -401,12 +425,25 @@ class _Resolver:
             out[key] = SubscriberBehaviour(**values)
         return out
 
-    def faults(self, spec: dict) -> Faults:
+    def faults(self, spec: dict | list) -> tuple[Faults, tuple[FaultWindow, ...]]:
+        """`behaviours.provider`: constant settings, optionally `windows: […]`, or a list of windows;
+        a window's `from` and `until` are times like any other (seconds or "MM:SS")."""
+        windows = spec if isinstance(spec, list) else spec.get("windows")
+        if windows:
+            where = "behaviours.provider" + ("" if isinstance(spec, list) else ".windows")
+            windows = [{**w, **{k: seconds(w[k]) for k in ("from", "until") if k in w}} for w in windows]
+            for i, w in enumerate(windows):
+                if w["until"] <= w["from"]:
+                    self.fail(f"{where}[{i}].until", f"{w['until']:g} s is not after from ({w['from']:g} s)")
+            if self.problems:
+                return Faults(), ()
+            spec = windows if isinstance(spec, list) else {**spec, "windows": windows}
         try:
-            return Faults.from_dict(spec)
+            faults, parsed = parse_faults(spec)
         except ValueError as exc:
             self.fail("behaviours.provider", str(exc))
-            return Faults()
+            return Faults(), ()
+        return faults, parsed or ()
 
     def config(self, overrides: dict) -> Config | None:
         try:
@@ -507,6 +544,19 @@ class _Resolver:
                 self.fail(f"{where}.template", f"unknown template {source.template!r}; templates are "
                           f"{', '.join(sorted(cap.EVENTS))}, optionally prefixed by a level (red-rainstorm)")
         return source
+
+
+def _plain(settings: dict) -> dict:
+    """A person's settings with `reply: {after, text}` as `reply_after` and `text`, so that a
+    group's or a person's settings override the default's key by key, whichever form each uses."""
+    reply = settings.get("reply")
+    if not isinstance(reply, dict):
+        return settings
+    out = {k: v for k, v in settings.items() if k != "reply"}
+    out["reply_after"] = reply.get("after", 0)
+    if "text" in reply:
+        out["text"] = reply["text"]
+    return out
 
 
 def misfit(step: Step, needed: int, level: str) -> tuple[str, str] | None:

@@ -33,8 +33,9 @@ class World:
     async def start(self, mqtt: dict | None) -> None:
         """Start every simulator; `mqtt` is warnd's mqtt config when speakers are used, else None."""
         sc = self.scenario
+        # fault windows count from T+0: the runner sets `epoch` once it knows it (until then, from now)
         phones = PhoneScenario(numbers=dict(sc.phones), faults=sc.faults, speed=self.speed,
-                               inbound_sms_url=f"{self.warnd_url}/providers/sms/replies")
+                               inbound_sms_url=f"{self.warnd_url}/providers/sms/replies", windows=sc.fault_windows)
         self.twilio = TwilioSimulator(self.sid, self.token, phones, seed=sc.seed, callback_limit=200)
         await self.twilio.start()
         self.stops.append(self.twilio.stop)
