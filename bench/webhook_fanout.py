@@ -1,4 +1,4 @@
-"""Webhook fan-out: one red warning to N subscribers, against a raw aiohttp baseline.
+"""Webhook fan-out: one red warning to N subscribers, against raw aiohttp and against Apprise.
 
     python -m bench.webhook_fanout [--count 20000] [--db postgresql://postgres@127.0.0.1:5432/test]
                                    [--rate 1000000] [--json out.json]
@@ -15,7 +15,13 @@ file), a real `warnd serve`, and this driver. The driver
 3. starts `warnd serve`, POSTs the red CAP warning, waits until the sink has N
    unique messages, then until the API reports all N deliveries `delivered`
    (durable state), and stops warnd;
-4. runs the baseline again (`/b2/`), and compares warnd with the mean of both.
+4. runs the baseline again (`/b2/`), and compares warnd with the mean of both;
+5. second baseline (issue 16), if Apprise is installed: the same N as JSON
+   notifications (`json://` URLs, title the headline, message the CAP text),
+   signed the same way, one `Apprise.async_notify` over all N URLs with
+   Apprise's own worker pool (see `bench.apprise_baseline`), to
+   `{sink}/b3/s{i}`; compares warnd with it.
+   Without Apprise the run says "apprise not installed: baseline skipped".
 
 Throughput on every side is N / (last receipt at the sink − start), receipt
 times coming from the sink's record file. The sink's counts are forgotten
@@ -38,6 +44,7 @@ from pathlib import Path
 import aiohttp
 from standardwebhooks import Webhook
 
+from bench import apprise_baseline
 from bench.common import run as command
 from bench.common import (
     LOOPBACK,
@@ -65,6 +72,8 @@ SMOKE = {"count": 300}  # bench.run_all --smoke: every path once, correctness on
 CONCURRENCY = 64  # the baseline's; warnd uses its configured webhook.concurrency (default 64)
 DEFAULT_RATE = 1_000_000.0  # webhook.rate_per_second for the run: the engine is measured, not the policy
 TARGET_RATIO = 0.5
+TARGET_APPRISE = 5.0  # issue 16: warnd deliveries/s ≥ 5 × Apprise's messages/s on the same job
+HEADLINE = "暴雨红色预警"  # the CAP's <headline>, Apprise's title
 FANOUT_SECONDS = 300.0  # bound on waiting for the last receipt (each side)
 DURABLE_SECONDS = 60.0  # bound on waiting for every row to read `delivered` after the last receipt
 CAP = "application/cap+xml"
@@ -97,7 +106,7 @@ def cap_xml(identifier: str, now: datetime) -> bytes:
     <certainty>Likely</certainty>
     <expires>{ts(now + timedelta(hours=1))}</expires>
     <senderName>县气象局</senderName>
-    <headline>暴雨红色预警</headline>
+    <headline>{HEADLINE}</headline>
     <description>预计未来3小时有特大暴雨，累计雨量可达150毫米以上。</description>
     <instruction>立即转移到安全地带，远离河道和山体。</instruction>
     <area>
@@ -303,6 +312,39 @@ def baseline(result: Result, label: str, prefix: str, sink_url: str, record: Pat
     return rate
 
 
+def apprise_run(result: Result, prefix: str, sink_url: str, record: Path, sink: Process, body: bytes,
+                secret: str, count: int) -> float | None:
+    """Second baseline: the same N webhooks sent with Apprise; figures under `apprise`."""
+    forget(sink_url)
+    message = apprise_baseline.message_text(body)
+    cpu_s0, cpu_d0 = cpu_seconds(sink.pid), time.process_time()
+    t0 = time.time()
+    failures, building = apprise_baseline.post_all(sink_url, prefix, HEADLINE, message, secret, count,
+                                                   FANOUT_SECONDS)
+    wall = time.time() - t0
+    cpu_s1, cpu_d1 = cpu_seconds(sink.pid), time.process_time()
+    stats = sink_stats(sink_url)
+    received = receipts(record, prefix)
+    last = _latencies(result, "apprise", t0, received)
+    rate = count / (last - t0) if last and len(received) >= count else None
+    result.add("apprise messages/s", rate, "/s",
+               f"Apprise {apprise_baseline.VERSION} json://, one async_notify, its own pool")
+    if failures or stats["unique"] != count or stats["duplicates"] or stats["rejected"]:
+        result.ok = False
+        result.notes.append(f"apprise: {failures} failed notifications; sink stats {stats}"
+                            + (" (rejected: the signed body is not the one Apprise sent)"
+                               if stats["rejected"] else ""))
+    result.add("apprise client CPU per message", (cpu_d1 - cpu_d0) / count * 1e6, "µs", "all threads")
+    result.add("… of it signing + add(url)", building / count * 1e6, "µs",
+               "before the first send: each signed URL parsed; the rest is sending")
+    if cpu_s0 is not None and cpu_s1 is not None and wall > 0:
+        result.add("sink CPU (apprise)", (cpu_s1 - cpu_s0) / wall * 100, "% core")
+    sizes = {n for _, n in received}
+    if sizes:
+        result.add("apprise body size", max(sizes), "bytes", "JSON envelope, CAP text as `message`")
+    return rate
+
+
 # -- the whole run --
 
 def run_benchmark(db: str | None = None, count: int = DEFAULT_COUNT, rate: float = DEFAULT_RATE,
@@ -364,6 +406,20 @@ def _run(result: Result, db: str | None, count: int, rate: float, profile: Path 
             result.compare("CPU ratio baseline/warnd", sum(cpu_b) / len(cpu_b) / cpu_w, "",
                            "client CPU per message ÷ warnd CPU per delivery; load-independent")
         result.target("ratio warnd/baseline", None if ratio is None else ratio >= TARGET_RATIO)
+        if not apprise_baseline.AVAILABLE:
+            result.add("apprise messages/s", None, "/s", apprise_baseline.SKIPPED)
+            result.notes.append(apprise_baseline.SKIPPED)
+        else:
+            theirs = apprise_run(result, "/b3/", sink_url, record, sink, sent or body, secret, count)
+            vs = mine / theirs if isinstance(mine, float) and theirs else None
+            result.add("ratio warnd/apprise", vs, "", f"target ≥ {TARGET_APPRISE:g}")
+            result.compare("ratio apprise/baseline", theirs / base if theirs and base else None, "",
+                           "Apprise messages/s ÷ raw aiohttp (mean)")
+            cpu_a = result.value("apprise client CPU per message")
+            if isinstance(cpu_w, float) and isinstance(cpu_a, float) and cpu_w > 0:
+                result.compare("CPU ratio apprise/warnd", cpu_a / cpu_w, "",
+                               "Apprise client CPU per message ÷ warnd CPU per delivery; load-independent")
+            result.target("ratio warnd/apprise", None if vs is None else vs >= TARGET_APPRISE)
         if rate != DEFAULT_RATE:
             result.notes.append(f"webhook.rate_per_second = {rate:g}")
 
