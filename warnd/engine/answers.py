@@ -16,7 +16,7 @@ from warnd.config import Config
 from warnd.engine.liaison import liaison_report
 from warnd.domain.confirmation import Kind, OpenItem, ReplyDecision, confirmable, interpret_reply, key_press_answer
 from warnd.domain.sending import InboundKind
-from warnd.store.confirmations import ConfirmationStore, Inbound, Sender
+from warnd.store.confirmations import ConfirmationStore, Confirming, Inbound, Sender, asking_regions
 from warnd_channels.registry import SPECS
 
 
@@ -49,11 +49,6 @@ class KeyPress:
         return en if self.language.startswith("en") else zh
 
 
-def _regions(people: list[Sender]) -> dict[str, str]:
-    """Person → region, for those a rung may have asked by a role."""
-    return {p.id: p.region for p in people if p.asked_by_role}
-
-
 class Answers:
     def __init__(self, store: ConfirmationStore, config: Config, clock: Clock) -> None:
         self.store = store
@@ -81,20 +76,22 @@ class Answers:
                                       received_at or self.clock.now(), channel)
         if report is not None:
             return Answer(report.decision, report.language, report.replayed)
-        people = await self.store.senders(from_number)
-        ids = [p.id for p in people]
-        items = await self.store.open_items(ids, asked_by=received_at, unasked=True, regions_of=_regions(people))
-        decision = interpret_reply(body, self.config.sms.confirm_words, items, backups_confirm=self.backups_confirm)
-        by = {i.confirmation_id: i.person_id for i in items if i.confirmation_id in decision.confirmation_ids}
-        # a number shared by several people: the one who answers for what it confirms, else the first
-        person = next(iter(by.values()), None) or (ids[0] if ids else None)
-        confirming = decision.kind is Kind.CONFIRM
-        changed = await self.store.answer(
-            Inbound(received_at or self.clock.now(), channel, from_number, body, person, provider_ref=provider_ref),
-            list(decision.confirmation_ids),
-            lambda n: ("confirmed" if n else "repeated") if confirming else decision.kind.value, confirm=confirming,
-            answered_by=by)
-        return Answer(decision, people[0].language if people else "zh-CN", replayed=changed is None)
+        words, backups_confirm = self.config.sms.confirm_words, self.backups_confirm
+
+        def decide(people: list[Sender], items: list[OpenItem]) -> tuple[Answer, Confirming]:
+            decision = interpret_reply(body, words, items, backups_confirm=backups_confirm)
+            by = {i.confirmation_id: i.person_id for i in items if i.confirmation_id in decision.confirmation_ids}
+            # a number shared by several people: the one who answers for what it confirms, else the first
+            person = next(iter(by.values()), None) or (people[0].id if people else None)
+            confirming = decision.kind is Kind.CONFIRM
+            outcome = (lambda n: ("confirmed" if n else "repeated")) if confirming else (lambda n: decision.kind.value)
+            answer = Answer(decision, people[0].language if people else "zh-CN")
+            return answer, Confirming(person, list(decision.confirmation_ids), outcome, confirming, by)
+
+        answer, changed = await self.store.reply(
+            Inbound(received_at or self.clock.now(), channel, from_number, body, None, provider_ref=provider_ref),
+            received_at, decide)
+        return answer if changed is not None else Answer(answer.decision, answer.language, replayed=True)
 
     async def key_press(self, delivery_id: int, digits: str, from_number: str,
                         call_ref: str | None, channel: str | None = None) -> KeyPress | None:
@@ -124,7 +121,7 @@ class Answers:
         found = await self.store.person(person_id)
         warning_id = await self.store.answered_version(warning_id)  # a call or link of before an Update
         items = await self.store.open_items([person_id], warning_id, unasked=True,
-                                            regions_of=_regions([found] if found else []))
+                                            regions_of=asking_regions([found] if found else []))
         return items if unasked else confirmable(items, backups_confirm=self.backups_confirm)
 
     async def link_confirm(self, warning_id: int, person_id: str) -> int:

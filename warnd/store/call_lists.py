@@ -253,7 +253,7 @@ async def _complete(conn: AsyncConnection, list_id: int, confirmation_id: int, n
     await conn.execute(sa.update(call_lists).where(cl.id == list_id).values(completed_at=now))
     await conn.execute(transition(CONFIRMATION, ConfirmationState.COVERED).where(c.id == confirmation_id)
                        .values(covered_at=now))
-    await stop_grids(conn, [confirmation_id], now, "covered")
+    await conn.run_sync(stop_grids, [confirmation_id], now, "covered")
     return True
 
 

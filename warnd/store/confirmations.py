@@ -12,10 +12,12 @@ of it (an Update carries the fired rungs with their times).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -30,6 +32,7 @@ from warnd.store.schema import inbound as inbound_table
 from warnd.store.transitions import transition
 
 ONLY_GRIDS = frozenset({"grid_responsible"})  # roles whose holders no rung asks by role
+T = TypeVar("T")
 
 
 def _asked_at(person_ids: sa.BindParameter) -> sa.ScalarSelect:
@@ -79,6 +82,16 @@ def _open_items(of_warning: bool, by_region: bool) -> sa.Select:
 
 
 OPEN_ITEMS = {(w, r): _open_items(w, r) for w in (False, True) for r in (False, True)}
+CONFIRM = (transition(CONFIRMATION, ConfirmationState.CONFIRMED)
+           .where(confirmations.c.id.in_(sa.bindparam("ids", expanding=True)))
+           .values(confirmed_at=sa.bindparam("at"), confirmed_by=sa.bindparam("who"), channel=sa.bindparam("by"),
+                   late=confirmations.c.deadline < sa.bindparam("late_after", type_=TS), reason=sa.bindparam("why"))
+           .returning(confirmations.c.id))
+RECORD = {name: insert(inbound_table).on_conflict_do_nothing(
+              index_elements=[inbound_table.c.channel, inbound_table.c.provider_ref]).returning(inbound_table.c.id)
+          for name, insert in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))}
+SENDERS = {column: sa.select(people.c.id, people.c.language, people.c.region, people.c.roles)
+           .where(people.c[column] == sa.bindparam("value")).order_by(people.c.id) for column in ("phone", "id")}
 RANK = {Role.RESPONSIBLE: 0, Role.ASKED: 1, Role.BACKUP: 2}
 
 
@@ -121,6 +134,22 @@ class Inbound:
     provider_ref: str | None = None
 
 
+@dataclass(frozen=True)
+class Confirming:
+    """What an answer confirms, decided from its senders and what they have open (see `answer`)."""
+
+    person_id: str | None  # who answered (of a shared number, the one who answers for it)
+    ids: list[int]
+    outcome: Callable[[int], str]
+    confirm: bool = True
+    answered_by: Mapping[int, str] | None = None
+
+
+def asking_regions(senders: list[Sender]) -> dict[str, str]:
+    """Person → region, for those a rung may have asked by a role."""
+    return {p.id: p.region for p in senders if p.asked_by_role}
+
+
 class ConfirmationStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -131,17 +160,15 @@ class ConfirmationStore:
 
     async def senders(self, phone: str) -> list[Sender]:
         """Everyone with this number, in a stable order (the first answers for a shared phone)."""
-        return await self._people(people.c.phone == phone)
+        return await self._people("phone", phone)
 
     async def person(self, person_id: str) -> Sender | None:
-        found = await self._people(people.c.id == person_id)
+        found = await self._people("id", person_id)
         return found[0] if found else None
 
-    async def _people(self, where: sa.ColumnElement) -> list[Sender]:
-        p = people.c
+    async def _people(self, column: str, value: str) -> list[Sender]:
         async with self.db.read() as conn:
-            rows = await conn.execute(sa.select(p.id, p.language, p.region, p.roles).where(where).order_by(p.id))
-            return [Sender(r.id, r.language, r.region, tuple(r.roles or ())) for r in rows]
+            return await conn.run_sync(_senders, column, value)
 
     async def open_items(self, person_ids: list[str], warning_id: int | None = None,
                          asked_by: datetime | None = None, *, unasked: bool = False,
@@ -157,25 +184,8 @@ class ConfirmationStore:
         then (a reply fetched late answers what was open when it was sent)."""
         if not person_ids:
             return []
-        params = {"person_ids": person_ids, "warning_id": warning_id}
         async with self.db.read() as conn:
-            rows = list(await conn.execute(OPEN_ITEMS[(warning_id is not None, False)], params))
-            for who, region in (regions_of or {}).items():
-                rows += await conn.execute(OPEN_ITEMS[(warning_id is not None, True)],
-                                           {**params, "who": who, "prefix": region})
-        best: dict[int, OpenItem] = {}
-        for r in rows:
-            if asked_by is not None and r.created_at is not None and r.created_at > asked_by:
-                continue
-            asked = r.asked_at is not None and (asked_by is None or r.asked_at <= asked_by)
-            role = Role.ASKED if asked else Role(r.role)
-            if (role is Role.BACKUP and not unasked) or (role is Role.ASKED and not asked):
-                continue  # (asked by region, but only after the reply was sent)
-            item = OpenItem(r.id, r.warning_id, r.event, Level(r.level).zh, role, r.grid, r.grid_name or "",
-                            r.parent_name or "", Status(r.status).is_drill, r.who or "")
-            if r.id not in best or RANK[role] < RANK[best[r.id].role]:
-                best[r.id] = item
-        return sorted(best.values(), key=lambda i: (-i.warning_id, i.confirmation_id))
+            return await conn.run_sync(_open_items, person_ids, warning_id, asked_by, unasked, regions_of or {})
 
     async def newest_provider_inbound(self, channel: str) -> datetime | None:
         """When the newest message a provider passed on (one with its reference) was received."""
@@ -203,29 +213,11 @@ class ConfirmationStore:
         Each requirement records who confirmed it (`answered_by`: of the people sharing the
         sender's number, the one who answers for it; else `confirmed_by` or the inbound's
         person) and through which channel: who confirmed for whom is the report's."""
-        c = confirmations.c
-
         async def work(conn: AsyncConnection) -> int | None:
-            expected = outcome(len(ids) if confirm else 0)  # the outcome unless some were answered meanwhile
-            row_id = await self._record(conn, inbound, ids, expected)
-            if row_id is None:
+            done = await conn.run_sync(_apply, inbound, Confirming(inbound.person_id, ids, outcome, confirm,
+                                                                   answered_by), confirmed_by, reason)
+            if done is None:
                 return None
-            done: list[int] = []
-            if confirm and ids:
-                by: dict[str | None, list[int]] = {}
-                for cid in ids:
-                    who = (answered_by or {}).get(cid) or confirmed_by or inbound.person_id
-                    by.setdefault(who, []).append(cid)
-                for who, some in by.items():  # one person almost always: one statement
-                    done += list((await conn.execute(
-                        transition(CONFIRMATION, ConfirmationState.CONFIRMED).where(c.id.in_(some))
-                        .values(confirmed_at=inbound.at, confirmed_by=who,
-                                channel=inbound.channel, late=c.deadline < inbound.at, reason=reason)
-                        .returning(c.id))).scalars())
-                await stop_grids(conn, done, inbound.at, "confirmed")
-            if outcome(len(done)) != expected:
-                await conn.execute(sa.update(inbound_table).where(inbound_table.c.id == row_id)
-                                   .values(outcome=outcome(len(done))))
             if actor is not None:  # who, and on someone's behalf why; last in the work (see audit)
                 await audit.append(conn, self.db, inbound.at, actor, action, f"confirmations:{ids}",
                                    {"person_id": inbound.person_id, "channel": inbound.channel, "reason": reason,
@@ -234,19 +226,23 @@ class ConfirmationStore:
 
         return await self.db.write_grouped(work)
 
-    async def _record(self, conn: AsyncConnection, inbound: Inbound, ids: list[int], outcome: str) -> int | None:
-        """Insert the inbound row; its id, or None when (channel, provider_ref) is already recorded.
+    async def reply(self, inbound: Inbound, asked_by: datetime | None,
+                    decide: Callable[[list[Sender], list[OpenItem]], tuple[T, Confirming]]) -> tuple[T, int | None]:
+        """A reply from `inbound.from_address`: its senders and their open requirements read
+        (as `senders` and `open_items(unasked=True)`, what existed at `asked_by`), `decide`
+        told them, and what it decided recorded as `answer` does; all in one transaction on
+        the database thread, shared with other replies (group commit, Database.write_hot),
+        so nothing confirmed meanwhile is confirmed twice. `decide` runs on that thread: plain
+        code without I/O. Returns what `decide` gave and how many it confirmed (None: replayed)."""
+        def work(conn: Connection) -> tuple[T, int | None]:
+            senders = _senders(conn, "phone", inbound.from_address)
+            items = _open_items(conn, [p.id for p in senders], None, asked_by, True,
+                                asking_regions(senders)) if senders else []
+            decided, confirming = decide(senders, items)
+            done = _apply(conn, replace(inbound, person_id=confirming.person_id), confirming, None, None)
+            return decided, None if done is None else len(done)
 
-        ON CONFLICT DO NOTHING, not a caught IntegrityError: on PostgreSQL no error aborts the
-        group's transaction, and a second node's copy waits for the first's commit and then
-        finds it. Rows without a provider_ref (links, operators) never conflict."""
-        i = inbound_table.c
-        insert = (sqlite.insert if self.db.is_sqlite else postgresql.insert)(inbound_table).values(
-            at=inbound.at, channel=inbound.channel, from_address=inbound.from_address,
-            body=inbound.body[:2000], outcome=outcome, confirmation_ids=ids,
-            person_id=inbound.person_id, delivery_id=inbound.delivery_id, provider_ref=inbound.provider_ref)
-        return (await conn.execute(insert.on_conflict_do_nothing(index_elements=[i.channel, i.provider_ref])
-                                   .returning(i.id))).scalar()
+        return await self.db.write_hot(work)
 
     async def recipient_of(self, delivery_id: int) -> tuple[int, str, str] | None:
         """(warning id, recipient kind, recipient id) of a delivery."""
@@ -288,3 +284,68 @@ class ConfirmationStore:
                                       .join(warnings, w.id == d.warning_id).where(d.id == delivery_id))).first()
         return Call(row.warning_id, row.recipient_kind, row.recipient_id, row.language,
                     Status(row.status).is_drill) if row else None
+
+
+def _senders(conn: Connection, column: str, value: str) -> list[Sender]:
+    """Everyone whose `column` (phone, id) is `value`, in a stable order."""
+    rows = conn.execute(SENDERS[column], {"value": value})
+    return [Sender(r.id, r.language, r.region, tuple(r.roles or ())) for r in rows]
+
+
+def _open_items(conn: Connection, person_ids: list[str], warning_id: int | None, asked_by: datetime | None,
+                unasked: bool, regions_of: Mapping[str, str]) -> list[OpenItem]:
+    """See ConfirmationStore.open_items."""
+    params = {"person_ids": person_ids, "warning_id": warning_id}
+    rows = list(conn.execute(OPEN_ITEMS[(warning_id is not None, False)], params))
+    for who, region in regions_of.items():
+        rows += conn.execute(OPEN_ITEMS[(warning_id is not None, True)], {**params, "who": who, "prefix": region})
+    best: dict[int, OpenItem] = {}
+    for r in rows:
+        if asked_by is not None and r.created_at is not None and r.created_at > asked_by:
+            continue
+        asked = r.asked_at is not None and (asked_by is None or r.asked_at <= asked_by)
+        role = Role.ASKED if asked else Role(r.role)
+        if (role is Role.BACKUP and not unasked) or (role is Role.ASKED and not asked):
+            continue  # (asked by region, but only after the reply was sent)
+        item = OpenItem(r.id, r.warning_id, r.event, Level(r.level).zh, role, r.grid, r.grid_name or "",
+                        r.parent_name or "", Status(r.status).is_drill, r.who or "")
+        if r.id not in best or RANK[role] < RANK[best[r.id].role]:
+            best[r.id] = item
+    return sorted(best.values(), key=lambda i: (-i.warning_id, i.confirmation_id))
+
+
+def _apply(conn: Connection, inbound: Inbound, confirming: Confirming, confirmed_by: str | None,
+           reason: str | None) -> list[int] | None:
+    """Record the inbound row and confirm what it confirms (see ConfirmationStore.answer); the
+    requirements it confirmed, or None when its provider reference was applied before."""
+    ids = confirming.ids
+    expected = confirming.outcome(len(ids) if confirming.confirm else 0)  # unless some were answered meanwhile
+    row_id = _record(conn, inbound, ids, expected)
+    if row_id is None:
+        return None
+    done: list[int] = []
+    if confirming.confirm and ids:
+        by: dict[str | None, list[int]] = {}
+        for cid in ids:
+            who = (confirming.answered_by or {}).get(cid) or confirmed_by or inbound.person_id
+            by.setdefault(who, []).append(cid)
+        for who, some in by.items():  # one person almost always: one statement
+            done += list(conn.execute(CONFIRM, {"ids": some, "at": inbound.at, "who": who, "by": inbound.channel,
+                                                "late_after": inbound.at, "why": reason}).scalars())
+        stop_grids(conn, done, inbound.at, "confirmed")
+    if confirming.outcome(len(done)) != expected:
+        conn.execute(sa.update(inbound_table).where(inbound_table.c.id == row_id)
+                     .values(outcome=confirming.outcome(len(done))))
+    return done
+
+
+def _record(conn: Connection, inbound: Inbound, ids: list[int], outcome: str) -> int | None:
+    """Insert the inbound row; its id, or None when (channel, provider_ref) is already recorded.
+
+    ON CONFLICT DO NOTHING, not a caught IntegrityError: on PostgreSQL no error aborts the
+    group's transaction, and a second node's copy waits for the first's commit and then
+    finds it. Rows without a provider_ref (links, operators) never conflict."""
+    return conn.execute(RECORD[conn.dialect.name], dict(
+        at=inbound.at, channel=inbound.channel, from_address=inbound.from_address, body=inbound.body[:2000],
+        outcome=outcome, confirmation_ids=ids, person_id=inbound.person_id, delivery_id=inbound.delivery_id,
+        provider_ref=inbound.provider_ref)).scalar()

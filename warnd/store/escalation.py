@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from warnd.clock import Clock
@@ -61,21 +62,37 @@ def _rung_values(r: PlannedRung) -> dict:
     return values
 
 
-async def stop_grids(conn: AsyncConnection, confirmation_ids: list[int], now: datetime, reason: str) -> None:
-    """The rest of these requirements' ladders is skipped, and queued sends to their grids cancelled."""
+def _stopping() -> tuple[sa.Update, sa.Select, sa.Update]:
+    """stop_grids' statements, built once: building them cost more than running them (replies)."""
+    r, c, d = rungs.c, confirmations.c, deliveries.c
+    ids = sa.bindparam("ids", expanding=True)
+    skip = (transition(RUNG, RungState.SKIPPED).where(r.confirmation_id.in_(ids))
+            .values(outcome=sa.bindparam("why")))
+    grids = sa.select(c.warning_id, c.grid).where(c.id.in_(ids))
+    # Per warning, not (warning, grid) IN (…): SQLite reads ix_deliveries_grid only for this form.
+    cancel = (transition(DELIVERY, State.CANCELLED)
+              .where(d.warning_id == sa.bindparam("of_warning"), d.grid.in_(sa.bindparam("codes", expanding=True)))
+              .values(last_code=sa.bindparam("code"), done_at=sa.bindparam("done"), updated_at=sa.bindparam("updated")))
+    return skip, grids, cancel
+
+
+SKIP_RUNGS, GRIDS_OF, CANCEL_SENDS = _stopping()
+
+
+def stop_grids(conn: Connection, confirmation_ids: list[int], now: datetime, reason: str) -> None:
+    """The rest of these requirements' ladders is skipped, and queued sends to their grids cancelled.
+
+    Plain Core on a synchronous connection: the reply path runs it on the database thread
+    (Database.write_hot); from an AsyncConnection, `await conn.run_sync(stop_grids, …)`."""
     if not confirmation_ids:
         return
-    r, c, d = rungs.c, confirmations.c, deliveries.c
-    await conn.execute(transition(RUNG, RungState.SKIPPED).where(r.confirmation_id.in_(confirmation_ids))
-                       .values(outcome={"reason": reason}))
+    conn.execute(SKIP_RUNGS, {"ids": confirmation_ids, "why": {"reason": reason}})
     grids: dict[int, set[str]] = {}
-    for row in await conn.execute(sa.select(c.warning_id, c.grid).where(c.id.in_(confirmation_ids))):
+    for row in conn.execute(GRIDS_OF, {"ids": confirmation_ids}):
         grids.setdefault(row.warning_id, set()).add(row.grid)
-    # Per warning, not (warning, grid) IN (…): SQLite reads ix_deliveries_grid only for this form.
     for warning_id, codes in grids.items():
-        await conn.execute(transition(DELIVERY, State.CANCELLED)
-                           .where(d.warning_id == warning_id, d.grid.in_(sorted(codes)))
-                           .values(last_code=reason, done_at=now, updated_at=now))
+        conn.execute(CANCEL_SENDS, {"of_warning": warning_id, "codes": sorted(codes), "code": reason,
+                                    "done": now, "updated": now})
 
 
 async def skip_warnings(conn: AsyncConnection, warning_ids, reason: str) -> None:  # noqa: ANN001
