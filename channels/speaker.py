@@ -65,7 +65,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from warnd.config import MqttConfig, SpeakerConfig
-from warnd.domain.model import Alert, MsgType
+from warnd.domain.model import Alert, Level, MsgType
 from warnd.render import render as render_template
 from warnd.render import warning_context
 
@@ -80,6 +80,7 @@ MESSAGE_ID_RE = re.compile(r"^msg_warnd_(\d{1,18})$")
 URL_RE = re.compile(r"(https?://|www\.)\S+", re.IGNORECASE)
 BAD_ID_CHARS = frozenset("/+#\x00")
 RECEIPT_WORKERS = 32
+SPOKEN_KEPT = 256  # spoken texts kept (warning × level × language)
 COMMIT_ATTEMPTS = 5  # tries of one receipt's write before it is left to the broker to re-send
 COMMIT_BACKOFF = (0.2, 5.0)  # seconds between tries: first, most
 STALL_SECONDS = 1.0  # messages held with no commit for this long: the database is stalled
@@ -182,16 +183,13 @@ class SpeakerChannel:
         self._workers: list[asyncio.Task] = []
         self._stop_broker = None
         self._starting = asyncio.Lock()
+        self._spoken: dict[tuple[int, Level, str], tuple[Alert, str]] = {}  # see _spoken_text
 
     # --- rendering -------------------------------------------------------------------
 
     def render(self, message: Message) -> Rendered:
         alert, language = message.alert, message.recipient.language
-        context = warning_context(alert, message.level, language)
-        for key in ("sender_name", "event", "headline", "instruction"):
-            context[key] = _spoken(context[key])
-        joiner = "" if language.lower().startswith("zh") else " "
-        text = re.sub(r"\s*\n\s*", joiner, render_template("speaker", "tts", language, context))
+        text = self._spoken_text(alert, message.level, language)
         common = {"message_id": webhook_id(message.delivery_id), "identifier": alert.identifier,
                   "references": [r.identifier for r in alert.references]}
         if alert.msg_type is MsgType.CANCEL:
@@ -203,6 +201,24 @@ class SpeakerChannel:
                        "expires": _iso(alert.expires), "drill": alert.status.is_drill}
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         return Rendered(body, CONTENT_TYPE, text)
+
+    def _spoken_text(self, alert: Alert, level: Level, language: str) -> str:
+        """What the speakers say: the same for every speaker of a warning, level and language,
+        so rendered once, not once per speaker. Keyed by the parsed warning itself (the
+        dispatcher hands every row of a warning the same one), which the cache keeps alive."""
+        key = (id(alert), level, language)
+        known = self._spoken.get(key)
+        if known is not None and known[0] is alert:
+            return known[1]
+        context = warning_context(alert, level, language)
+        for name in ("sender_name", "event", "headline", "instruction"):
+            context[name] = _spoken(context[name])
+        joiner = "" if language.lower().startswith("zh") else " "
+        text = re.sub(r"\s*\n\s*", joiner, render_template("speaker", "tts", language, context))
+        if len(self._spoken) >= SPOKEN_KEPT:
+            self._spoken.clear()
+        self._spoken[key] = (alert, text)
+        return text
 
     # --- sending ---------------------------------------------------------------------
 

@@ -22,13 +22,13 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
+from xml.sax.saxutils import escape as xml_escape
 
 import aiohttp
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
-from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
 from warnd.config import TtsVoice, TwilioConfig, VoiceConfig
@@ -370,12 +370,15 @@ def speech_for(language: str, tts: Mapping[str, TtsVoice] | None = None) -> Spee
     return Speech(lang)
 
 
+TWIML_HEAD = '<?xml version="1.0" encoding="UTF-8"?>'
+
+
 def twiml_reply(text: str | None) -> str:
-    """An answer to an inbound SMS: one <Message>, or nothing."""
-    response = MessagingResponse()
-    if text:
-        response.message(text)
-    return str(response)
+    """An answer to an inbound SMS: one <Message>, or nothing. Written out, as the SDK's
+    MessagingResponse writes it: building its element tree cost a tenth of a reply's CPU."""
+    if not text:
+        return TWIML_HEAD + "<Response />"
+    return f"{TWIML_HEAD}<Response><Message>{xml_escape(text)}</Message></Response>"
 
 
 def twiml_say(text: str, language: str, tts: Mapping[str, TtsVoice] | None = None) -> str:
