@@ -103,6 +103,7 @@ class Dispatcher:
         self._warnings: dict[int, tuple[CachedAlert, str]] = {}  # id -> (parsed, short code)
         self.limits = LimitStore(store.db, store.node)
         self._refusals: list[Refusal] = []  # refused sends, written by the flusher (attempt given back)
+        self._unclaim: list[int] = []  # claims never sent whose hand-back failed, retried by the flusher
         self._admitted: dict[int, float] = {}  # claimed row → when its number's caps admitted it
 
     def wake(self) -> None:
@@ -199,10 +200,7 @@ class Dispatcher:
             admission = await self.limits.admit(name, claimed, caps, self.clock.now())
         except Exception:  # noqa: BLE001 - the database may be briefly away: nothing unchecked goes out
             log.exception("checking per-number caps failed; the claims go back", extra={"channel": name})
-            try:
-                await self.store.unclaim([row.id for row in claimed])
-            except Exception:  # noqa: BLE001 - the lease runs out and the sweep recovers them (unsent)
-                log.exception("handing back unchecked claims failed", extra={"channel": name})
+            await self._give_back([row.id for row in claimed], name)
             return None
         for deferred in admission.deferred:
             log.info("send deferred by a per-number cap", extra={
@@ -218,10 +216,16 @@ class Dispatcher:
         unsent, lane.ready = list(lane.ready), deque()
         for row in unsent:
             self._admitted.pop(row.id, None)
+        await self._give_back([row.id for row in unsent], name)
+
+    async def _give_back(self, ids: list[int], name: str) -> None:
+        """Claims never sent, back to pending now; if the database is away, the flusher tries
+        again (otherwise they would wait for their lease: a minute of a red warning)."""
         try:
-            await self.store.unclaim([row.id for row in unsent])
-        except Exception:  # noqa: BLE001 - the lease runs out and the sweep recovers them (unsent)
-            log.exception("handing back unsent claims failed", extra={"channel": name})
+            await self.store.unclaim(ids)
+        except Exception:  # noqa: BLE001 - kept for the flusher; at worst the lease runs out (unsent)
+            log.exception("handing back unsent claims failed; trying again", extra={"channel": name})
+            self._unclaim += ids
 
     async def _sender(self, name: str, lane: "Lane", rate: SharedRate) -> None:
         """Send claimed rows one after the other until the lane closes."""
@@ -371,6 +375,8 @@ class Dispatcher:
                 pass
             if self._refusals:
                 await self._requeue_refused()
+            if self._unclaim:
+                await self._unclaim_again()
             if not self._flush_now.is_set() and self._results is not seen and self._running:
                 seen = self._results  # a claim takes the list and leaves a new one
                 continue
@@ -397,6 +403,22 @@ class Dispatcher:
             await asyncio.sleep(0.5)
         else:
             self.wake()  # a Retry-After may be short
+
+    async def _unclaim_again(self) -> None:
+        # A hand-back whose commit went through before its error may have let this node claim
+        # a row again: one it is sending now is not taken back (it would be sent twice).
+        ids = [i for i in self._unclaim if self.store.sending_attempt(i) is None]
+        self._unclaim = []
+        if not ids:
+            return
+        try:
+            await self.store.unclaim(ids)
+        except Exception:  # noqa: BLE001 - still away: keep them, try again shortly
+            self._unclaim = ids + self._unclaim
+            await asyncio.sleep(HAND_RETRY_SECONDS)
+        else:
+            log.info("unsent claims handed back", extra={"count": len(ids)})
+            self.wake()
 
     def _written(self, batch: list[Applied]) -> None:
         if any(a.decision.state is State.PENDING for a in batch):  # a retry may be due soon

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 from warnd.clock import Clock, SystemClock, clock_time, provider_time
 from warnd.config import Config
+from warnd.domain.errors import WarndError
 from warnd.domain import readiness
 from warnd.domain.signing import sign
 from warnd.engine.alerts import AlertCache
@@ -94,6 +95,7 @@ class Node:
         self.caught_up = False  # replies received while down fetched (see catch_up_replies)
         self._catch_up_wait = 0.0  # seconds until the next try after a failed one (retry_catch_up)
         self._catch_up_next = datetime.min.replace(tzinfo=timezone.utc)
+        self._missed_since: datetime | None = None  # the first reply this node failed to apply (missed_reply)
 
     async def start(self, *, dispatch: bool = True) -> None:
         """Recover what a previous life of this node left in flight, then start working."""
@@ -150,13 +152,24 @@ class Node:
         if not readers or not hours:
             self.caught_up = True
             return 0
-        applied, failed = 0, False
+        applied, failed, missed = 0, False, self._missed_since
         for name in readers:
             found = await self._catch_up(name, hours)
             failed |= found is None
             applied += found or 0
         self.caught_up = not failed
+        if not failed and self._missed_since == missed:  # none missed meanwhile: all are in
+            self._missed_since = None
         return applied
+
+    def missed_reply(self) -> None:
+        """A reply's webhook could not be applied (the database away) and was answered 5xx.
+        Twilio does not post it again, so the next recover sweep reads the provider's log
+        back to a minute before the first reply missed, however many came in since."""
+        now = self.clock.now()
+        if self._missed_since is None:
+            self._missed_since = now
+        self.caught_up, self._catch_up_wait, self._catch_up_next = False, 0.0, now
 
     async def _catch_up(self, name: str, hours: float) -> int | None:
         now = self.clock.now()
@@ -164,6 +177,8 @@ class Node:
         newest = await self.answers.store.newest_provider_inbound(name)
         if newest is not None:
             since = max(since, newest - CATCH_UP_MARGIN)
+        if self._missed_since is not None:  # a reply refused since: from before it (within the window)
+            since = max(now - timedelta(hours=hours), min(since, self._missed_since - CATCH_UP_MARGIN))
         replies = await self.channels[name].replies_since(provider_time(self.clock, since))
         if replies is None:  # logged by the channel; the recover sweep asks again
             return None
@@ -285,8 +300,15 @@ class Node:
                                          receipt.provider_ref or None, receipt.detail, attempt)
 
     async def reply(self, channel: str, reply: Reply) -> Answered:
-        answer = await self.answers.sms_reply(reply.from_address, reply.body, reply.provider_ref or None,
-                                              received_at=reply.received_at, channel=channel)
+        try:
+            answer = await self.answers.sms_reply(reply.from_address, reply.body, reply.provider_ref or None,
+                                                  received_at=reply.received_at, channel=channel)
+        except WarndError:
+            raise
+        except Exception:
+            if SPECS[channel].replies_lookup:  # answered 5xx: fetched from the provider's log later
+                self.missed_reply()
+            raise
         self.metrics.answers.labels(channel, "replayed" if answer.replayed else answer.decision.kind.value).inc()
         return Answered(answer.text, answer.language, answer.replayed)
 
