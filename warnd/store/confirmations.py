@@ -86,7 +86,7 @@ CONFIRM = (transition(CONFIRMATION, ConfirmationState.CONFIRMED)
            .where(confirmations.c.id.in_(sa.bindparam("ids", expanding=True)))
            .values(confirmed_at=sa.bindparam("at"), confirmed_by=sa.bindparam("who"), channel=sa.bindparam("by"),
                    late=confirmations.c.deadline < sa.bindparam("late_after", type_=TS), reason=sa.bindparam("why"))
-           .returning(confirmations.c.id))
+           .returning(confirmations.c.id, confirmations.c.warning_id, confirmations.c.grid))
 RECORD = {name: insert(inbound_table).on_conflict_do_nothing(
               index_elements=[inbound_table.c.channel, inbound_table.c.provider_ref]).returning(inbound_table.c.id)
           for name, insert in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert))}
@@ -329,10 +329,13 @@ def _apply(conn: Connection, inbound: Inbound, confirming: Confirming, confirmed
         for cid in ids:
             who = (confirming.answered_by or {}).get(cid) or confirmed_by or inbound.person_id
             by.setdefault(who, []).append(cid)
+        grids: dict[int, set[str]] = {}
         for who, some in by.items():  # one person almost always: one statement
-            done += list(conn.execute(CONFIRM, {"ids": some, "at": inbound.at, "who": who, "by": inbound.channel,
-                                                "late_after": inbound.at, "why": reason}).scalars())
-        stop_grids(conn, done, inbound.at, "confirmed")
+            for row in conn.execute(CONFIRM, {"ids": some, "at": inbound.at, "who": who, "by": inbound.channel,
+                                              "late_after": inbound.at, "why": reason}):
+                done.append(row.id)
+                grids.setdefault(row.warning_id, set()).add(row.grid)
+        stop_grids(conn, done, inbound.at, "confirmed", grids)
     if confirming.outcome(len(done)) != expected:
         conn.execute(sa.update(inbound_table).where(inbound_table.c.id == row_id)
                      .values(outcome=confirming.outcome(len(done))))

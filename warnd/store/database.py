@@ -117,9 +117,11 @@ class Database:
         For what arrives by the thousand and must be durable before it is answered (people's
         replies): through the async engine each of a reply's statements waited for a turn of
         the event loop (and aiosqlite's thread), about 12 ms of CPU a reply in all; here the
-        loop waits once per group. Each work runs in its own savepoint: a failing one is
-        rolled back alone and only its caller gets the error. `work` runs on another thread:
-        it may only use the connection and values it was given."""
+        loop waits once per group. When a work fails, the group is rolled back and run
+        again with each work in its own savepoint: the failing one is rolled back alone and
+        only its caller gets the error, so a work must be safe to run twice (it reads what
+        it decides on in the transaction). `work` runs on another thread: it may only use
+        the connection and values it was given."""
         return await self._hot_grouped(work)
 
     async def _write_hot_works(self, works: list[Callable[[Connection], Any]]) -> list[Any]:
@@ -127,15 +129,24 @@ class Database:
             return await self._on_hot_thread(self._run_hot_works, works)
 
     def _run_hot_works(self, works: list[Callable[[Connection], Any]]) -> list[Any]:
-        results: list[Any] = []
-        with self._hot_engine.connect() as conn, conn.begin():
-            for work in works:
-                try:
-                    with conn.begin_nested():
-                        results.append(work(conn))
-                except Exception as exc:  # noqa: BLE001 - this caller's error, not the group's
-                    results.append(exc)
-        return results
+        with self._hot_engine.connect() as conn:
+            tx = conn.begin()
+            try:  # the usual case, nothing fails: no savepoints (two statements a work)
+                results = [work(conn) for work in works]
+            except Exception:  # noqa: BLE001 - one failed: all again, each in its own savepoint
+                tx.rollback()
+            else:
+                tx.commit()  # if this raises, every caller hears why
+                return results
+            results = []
+            with conn.begin():
+                for work in works:
+                    try:
+                        with conn.begin_nested():
+                            results.append(work(conn))
+                    except Exception as exc:  # noqa: BLE001 - this caller's error, not the group's
+                        results.append(exc)
+            return results
 
     async def drain(self) -> None:
         """Wait for grouped writes under way (at shutdown)."""

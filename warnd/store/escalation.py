@@ -79,17 +79,20 @@ def _stopping() -> tuple[sa.Update, sa.Select, sa.Update]:
 SKIP_RUNGS, GRIDS_OF, CANCEL_SENDS = _stopping()
 
 
-def stop_grids(conn: Connection, confirmation_ids: list[int], now: datetime, reason: str) -> None:
-    """The rest of these requirements' ladders is skipped, and queued sends to their grids cancelled.
+def stop_grids(conn: Connection, confirmation_ids: list[int], now: datetime, reason: str,
+               grids: dict[int, set[str]] | None = None) -> None:
+    """The rest of these requirements' ladders is skipped, and queued sends to their grids
+    cancelled; `grids` (warning id → grid codes of these requirements), if the caller has them.
 
     Plain Core on a synchronous connection: the reply path runs it on the database thread
     (Database.write_hot); from an AsyncConnection, `await conn.run_sync(stop_grids, …)`."""
     if not confirmation_ids:
         return
     conn.execute(SKIP_RUNGS, {"ids": confirmation_ids, "why": {"reason": reason}})
-    grids: dict[int, set[str]] = {}
-    for row in conn.execute(GRIDS_OF, {"ids": confirmation_ids}):
-        grids.setdefault(row.warning_id, set()).add(row.grid)
+    if grids is None:
+        grids = {}
+        for row in conn.execute(GRIDS_OF, {"ids": confirmation_ids}):
+            grids.setdefault(row.warning_id, set()).add(row.grid)
     for warning_id, codes in grids.items():
         conn.execute(CANCEL_SENDS, {"of_warning": warning_id, "codes": sorted(codes), "code": reason,
                                     "done": now, "updated": now})
