@@ -44,7 +44,7 @@ def with_ancestors(codes) -> set[str]:  # noqa: ANN001 - any iterable of codes
     out = set(codes)
     for code in list(out):
         parent = region_parent(code)
-        while parent:
+        while parent and parent not in out:  # one already in: its own ancestors are (or will be) added
             out.add(parent)
             parent = region_parent(parent)
     return out
@@ -65,7 +65,8 @@ def within(code: str, scope: str) -> bool:
     return scope == "*" or code.startswith(scope)
 
 
-@dataclass(frozen=True)
+# Slots: an import holds every entry of a province at once (a million households).
+@dataclass(frozen=True, slots=True)
 class Region:
     code: str
     name: str
@@ -77,7 +78,7 @@ class Region:
     groups: dict[str, str] = field(default_factory=dict, hash=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Person:
     id: str
     name: str
@@ -88,7 +89,7 @@ class Person:
     backup: str | None = None  # person id (AB角)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Household:
     id: str
     grid: str
@@ -97,13 +98,13 @@ class Household:
     vulnerable: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Speaker:
     id: str
     grid: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Subscriber:
     """A downstream system; empty filter lists match everything."""
 

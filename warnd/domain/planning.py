@@ -20,7 +20,8 @@ from warnd.domain.updates import Kept, PriorGrid, keep
 NOT_DISSEMINATED = (Status.DRAFT, Status.SYSTEM)
 
 
-@dataclass(frozen=True)
+# Slots: a province-wide warning plans 470,000 deliveries and 100,000 requirements at once.
+@dataclass(frozen=True, slots=True)
 class PlannedDelivery:
     channel: str
     recipient: Recipient
@@ -28,7 +29,7 @@ class PlannedDelivery:
     params: Mapping | None = None  # kept with the delivery: a group message's mentions
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlannedConfirmation:
     grid: str
     person_id: str | None
@@ -99,6 +100,9 @@ def plan(inp: PlanInput, config: Config) -> Plan:
 def _route(inp: PlanInput, config: Config) -> tuple[list[PlannedDelivery], list[str]]:
     out: list[PlannedDelivery] = []
     notes: list[str] = []
+    leaves: set[str] | None = None  # the same for every rule: made once (a province has 100,000 grids)
+    areas: set[str] | None = None
+    recipients: dict[str, Recipient] = {}  # a person's, the same on every channel: made once
     for rule in config.routing:
         if not rule.matches(inp.level, inp.alert.status):
             continue
@@ -116,9 +120,10 @@ def _route(inp: PlanInput, config: Config) -> tuple[list[PlannedDelivery], list[
             elif audience is Audience.GROUP:
                 out += _groups(inp, channel, rule.roles or ["grid_responsible"])
             else:
-                leaves = set(_leaf_regions(inp.regions))
-                out += [PlannedDelivery(channel, _person_recipient(p, channel), p.region if p.region in leaves else None)
-                        for p in _people_with_roles(inp, rule.roles) if p.phone]
+                if leaves is None or areas is None:
+                    leaves, areas = set(_leaf_regions(inp.regions)), with_ancestors(inp.regions)
+                out += [PlannedDelivery(channel, _recipient_of(recipients, p), p.region if p.region in leaves else None)
+                        for p in _people_with_roles(inp, rule.roles, areas) if p.phone]
     return out, notes
 
 
@@ -185,10 +190,10 @@ def _subscriber_wants(s: Subscriber, inp: PlanInput) -> bool:
     return True
 
 
-def _people_with_roles(inp: PlanInput, roles: list[str]) -> list[Person]:
-    """People whose role is wanted, in a target region or an ancestor of one."""
-    areas = with_ancestors(inp.regions)
-    return [p for p in inp.people if p.region in areas and set(p.roles) & set(roles)]
+def _people_with_roles(inp: PlanInput, roles: list[str], areas: set[str]) -> list[Person]:
+    """People whose role is wanted, in `areas` (the target regions and their ancestors)."""
+    wanted = set(roles)
+    return [p for p in inp.people if p.region in areas and not wanted.isdisjoint(p.roles)]
 
 
 def _confirmations(inp: PlanInput, config: Config) -> tuple[PlannedConfirmation, ...]:
@@ -225,5 +230,13 @@ def _subscriber_recipient(s: Subscriber) -> Recipient:
     return Recipient(RecipientKind.SUBSCRIBER.value, s.id, s.url, "zh-CN", s.format, s.secret, s.public)
 
 
-def _person_recipient(p: Person, channel: str) -> Recipient:
+def _recipient_of(made: dict[str, Recipient], p: Person) -> Recipient:
+    """`p`'s recipient, made once for all channels (a province: 100,000 fewer objects)."""
+    found = made.get(p.id)
+    if found is None:
+        found = made[p.id] = _person_recipient(p)
+    return found
+
+
+def _person_recipient(p: Person) -> Recipient:
     return Recipient(RecipientKind.PERSON.value, p.id, p.phone or "", p.language)

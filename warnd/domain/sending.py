@@ -60,7 +60,7 @@ AUDIENCE_KIND = {Audience.PERSON: RecipientKind.PERSON, Audience.SUBSCRIBER: Rec
                  Audience.GROUP: RecipientKind.GROUP}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Recipient:
     kind: str  # a RecipientKind value: person / subscriber / speaker / household / group
     id: str

@@ -22,7 +22,7 @@ async def submit(request: web.Request) -> web.Response:
     scope = await scope_of(request)
     body = await read_body(request, node.config.max_body_bytes)
     submitted, parsed = await node.intake.submit(body, request.content_type, scope)
-    warning = await node.queries.warning(submitted.warning_id, delivery_limit=0)
+    warning = await node.queries.warning(submitted.warning_id, delivery_limit=0, with_confirmations=False)
     warning.pop("cap_xml", None)
     warning.pop("deliveries", None)
     status = 201 if submitted.created else 200
@@ -86,7 +86,7 @@ async def preview(request: web.Request) -> web.Response:
     channel = node.channels.get(name)
     if channel is None:
         raise error("request.invalid", "channel", f"channel {name} is not enabled", f"渠道 {name} 未启用")
-    found = await node.queries.warning(warning_id, delivery_limit=0)
+    found = await node.queries.warning(warning_id, delivery_limit=0, with_confirmations=False)
     if found is None or not may_read(scope, found["department"]):
         raise WarndError("warning.not_found")
     cached = await node.alerts.get(warning_id)

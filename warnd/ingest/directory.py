@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import io
 import re
+import sys
+import types
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,15 +30,17 @@ TYPES: dict[str, type] = {"regions": Region, "people": Person, "households": Hou
                           "speakers": Speaker, "subscribers": Subscriber}
 KEYS = {"regions": "code", "people": "id", "households": "id", "speakers": "id", "subscribers": "id"}
 Entry = Region | Person | Household | Speaker | Subscriber
+NO_FIELD_LINES: Mapping[str, int] = types.MappingProxyType({})  # a CSV row's: its fields are all on its line
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Where:
-    """Where a row came from; `at(field)` gives `file:line.field`."""
+    """Where a row came from; `at(field)` gives `file:line.field`. One is kept per row until
+    the import is written (a province: a million), hence the slots and the shared empty map."""
 
     file: str
     line: int
-    field_lines: Mapping[str, int] = field(default_factory=dict, compare=False)
+    field_lines: Mapping[str, int] = field(default_factory=lambda: NO_FIELD_LINES, compare=False)
 
     def at(self, name: str) -> str:
         if not self.file:
@@ -99,11 +102,13 @@ def _id(v: Any) -> str | None:
 
 def _code(v: Any) -> str | None:
     t = _text(v, 32)
-    if t is not None and region_kind(t) is None:
+    if t is None:
+        return None
+    if region_kind(t) is None:
         raise _Invalid(f"region code {t!r} must be digits: 6 (county), 9 (township), 12 (village) "
                        "or more (grid, prefixed by its village code)",
                        f"区划代码 {t!r} 须为数字：6 位（县）、9 位（乡镇）、12 位（村）或更长（网格，以村代码开头）")
-    return t
+    return sys.intern(t)  # a grid's code is repeated by its households, people and speakers: kept once
 
 
 def _grid(v: Any) -> str | None:
@@ -502,8 +507,17 @@ def csv_kind(path: Path) -> str | None:
     return next((k for k in KINDS if stem.startswith(k)), None)
 
 
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
+
+
+def _lines(text: str) -> Iterable[str]:
+    """The lines of `text` with their endings, one at a time, split where io.StringIO(text,
+    newline="") splits them; without its copy of the whole file (4 bytes a character)."""
+    return (m.group() for m in _LINE.finditer(text))
+
+
 def _csv_rows(path: Path, text: str, kind: str, problems: list[Problem]) -> Iterable[Row]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(_lines(text))
     try:
         yield from _csv_cells(path, reader, kind, problems)
     except csv.Error as exc:  # e.g. a field past csv.field_size_limit()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 
@@ -32,6 +33,10 @@ TABLES: dict[str, sa.Table] = {"regions": schema.regions, "people": schema.peopl
                                "households": schema.households, "speakers": schema.speakers,
                                "subscribers": schema.subscribers}
 CHUNK = 500  # values per IN (…) list; far below SQLite's and PostgreSQL's bind limits
+WRITE_CHUNK = 5_000  # entries compared and upserted at a time: a province's rows are never all built at once
+# Past this many prefixes, regions_within reads the regions once and tests the prefixes here:
+# an OR of LIKEs is tested row by row anyway (SQLite's LIKE uses no index), a hundred per row.
+MANY_PREFIXES = 50
 
 
 def upsert(db: Database, table: sa.Table, key: str) -> Any:
@@ -42,16 +47,22 @@ def upsert(db: Database, table: sa.Table, key: str) -> Any:
 
 
 def _to_row(entry: Entry) -> dict[str, Any]:
-    row = dataclasses.asdict(entry)
+    # What dataclasses.asdict gave, without its deep copy (a third of a big import's writing)
+    row = {name: getattr(entry, name) for name in TYPE_FIELDS[type(entry)]}
     for name, value in row.items():
         if isinstance(value, tuple):
             row[name] = [list(v) if isinstance(v, tuple) else v for v in value]
+        elif isinstance(value, dict):
+            row[name] = dict(value)
     if isinstance(entry, Region) and entry.polygon is None:
         row["polygon"] = sa.null()  # SQL NULL, not JSON null, so "polygon IS NOT NULL" works
     return row
 
 
 FIELDS = {kind: tuple(f.name for f in dataclasses.fields(cls)) for kind, cls in TYPES.items()}
+TYPE_FIELDS = {cls: FIELDS[kind] for kind, cls in TYPES.items()}
+# Texts many entries repeat (a grid's code in each of its people and speakers, "zh-CN"): one copy each
+SHARED_TEXT = frozenset({"code", "kind", "parent", "region", "grid", "language"})
 JSON_FIELDS = {kind: frozenset(c.name for c in TABLES[kind].c if isinstance(c.type, sa.JSON)) for kind in TYPES}
 
 
@@ -61,6 +72,32 @@ def _from_row(kind: str, row: Any) -> Entry:
     m = row._mapping
     json_names = JSON_FIELDS[kind]
     return TYPES[kind](**{name: _from_json(m[name]) if name in json_names else m[name] for name in FIELDS[kind]})
+
+
+def _entries(kind: str, rows: Iterable[Any]) -> list[Entry]:
+    """Entries from rows of `FIELDS[kind]` in that order, JSON columns as text (what `_list`
+    selects). A province's 300,000 people share a handful of role lists: each distinct text
+    is decoded once, and its tuple shared (tuples only: a dict, `groups`, stays one per row)."""
+    cls = TYPES[kind]
+    json_at = [i for i, name in enumerate(FIELDS[kind]) if name in JSON_FIELDS[kind]]
+    shared_at = [i for i, name in enumerate(FIELDS[kind]) if name in SHARED_TEXT]
+    decoded: dict[str, Any] = {}
+    out = []
+    for row in rows:
+        values = list(row)
+        for i in shared_at:
+            if values[i] is not None:
+                values[i] = sys.intern(values[i])
+        for i in json_at:
+            text = values[i]
+            value = decoded.get(text) if isinstance(text, str) else None
+            if value is None:
+                value = _from_json(text)
+                if isinstance(text, str) and isinstance(value, tuple):
+                    decoded[text] = value
+            values[i] = value
+        out.append(cls(*values))
+    return out
 
 
 def _from_json(v: Any) -> Any:
@@ -127,18 +164,20 @@ class DirectoryStore:
         for kind in KINDS:
             entries: Sequence[Entry] = getattr(data, kind)
             key = KEYS[kind]
-            existing = await self._fetch(conn, kind, [getattr(e, key) for e in entries])
-            rows = []
-            for e in entries:
-                old = existing.get(getattr(e, key))
-                outcome = "inserted" if old is None else "unchanged" if old == e else "updated"
-                counts[f"{kind}.{outcome}"] += 1
-                if outcome != "unchanged":
-                    rows.append(_to_row(e) | {"updated_at": now})
-                if outcome == "updated":
-                    updated[(kind, getattr(e, key))] = (old, e)
-            if rows:
-                await conn.execute(upsert(self._db, TABLES[kind], key), rows)
+            for start in range(0, len(entries), WRITE_CHUNK):  # keys are unique in `data`: chunks are independent
+                part = entries[start:start + WRITE_CHUNK]
+                existing = await self._fetch(conn, kind, [getattr(e, key) for e in part])
+                rows = []
+                for e in part:
+                    old = existing.get(getattr(e, key))
+                    outcome = "inserted" if old is None else "unchanged" if old == e else "updated"
+                    counts[f"{kind}.{outcome}"] += 1
+                    if outcome != "unchanged":
+                        rows.append(_to_row(e) | {"updated_at": now})
+                    if outcome == "updated":
+                        updated[(kind, getattr(e, key))] = (old, e)
+                if rows:
+                    await conn.execute(upsert(self._db, TABLES[kind], key), rows)
         return counts, updated
 
     async def _check_urls(self, data: DirectoryData) -> None:
@@ -188,16 +227,17 @@ class DirectoryStore:
         table = TABLES[kind]
         key = table.c[KEYS[kind]]
         # JSON columns as their text, decoded here: most are "[]" (no filter), and json.loads
-        # per value was a third of the intake of a warning to 20,000 subscribers.
+        # per value was a third of the intake of a warning to 20,000 subscribers. Only the
+        # entry's own fields, in its order (not updated_at: a province reads 300,000 people).
         columns = [sa.type_coerce(c, sa.Text).label(c.name) if isinstance(c.type, sa.JSON) else c
-                   for c in table.c]
+                   for c in (table.c[name] for name in FIELDS[kind])]
         stmt = sa.select(*columns).where(*where).order_by(*order, key)
         if after is not None:
             stmt = stmt.where(key > after)
         if limit is not None:
             stmt = stmt.limit(limit)
         async with self._db.read() as conn:
-            return [_from_row(kind, row) for row in await conn.execute(stmt)]
+            return _entries(kind, await conn.execute(stmt))
 
     async def _put(self, kind: str, entry: Entry, actor: str) -> str:
         """Insert or replace one entry; return "inserted", "updated" or "unchanged".
@@ -348,12 +388,16 @@ class DirectoryStore:
         if not codes:
             return []
         code = schema.regions.c.code
-        where = [] if "*" in codes else [sa.or_(*(code.startswith(c, autoescape=True) for c in codes))]
-        found = await self._list("regions", *where)
         if "*" in codes:
-            return found
+            return await self._list("regions")
+        if len(codes) > MANY_PREFIXES:  # region codes are digits: LIKE's case folding changes nothing
+            prefixes = tuple(codes)
+            found = [r for r in await self._list("regions") if r.code.startswith(prefixes)]
+        else:
+            found = await self._list("regions", sa.or_(*(code.startswith(c, autoescape=True) for c in codes)))
         # A prefix is only a candidate: grid 4211261002010011 is not below grid 421126100201001.
-        return [region for region in found if covers(codes, region.code, {x.code: x.parent for x in found})]
+        parents = {x.code: x.parent for x in found}  # once: per region it made a province quadratic
+        return [region for region in found if covers(codes, region.code, parents)]
 
     async def parents_of(self, codes: Iterable[str]) -> dict[str, str | None]:
         """The directory's parent links of these codes and of all their ancestors."""
@@ -374,9 +418,7 @@ class DirectoryStore:
     async def people_in(self, region_codes: Iterable[str], roles: Iterable[str] | None = None) -> list[Person]:
         """People answering for exactly these regions with any of `roles` (None or empty = any role)."""
         wanted = set(roles or ())
-        out: list[Person] = []
-        for chunk in _chunks(region_codes):
-            out += await self._list("people", schema.people.c.region.in_(chunk))
+        out = await self._in_regions("people", "region", region_codes)
         return sorted((p for p in out if not wanted or wanted & set(p.roles)), key=lambda p: p.id)
 
     async def people_by_ids(self, ids: Iterable[str]) -> list[Person]:
@@ -390,17 +432,30 @@ class DirectoryStore:
         return await self.list_subscribers(active=True)
 
     async def speakers_in(self, grids: Iterable[str]) -> list[Speaker]:
-        out: list[Speaker] = []
-        for chunk in _chunks(grids):
-            out += await self._list("speakers", schema.speakers.c.grid.in_(chunk))
+        out = await self._in_regions("speakers", "grid", grids)
         return sorted(out, key=lambda s: s.id)
 
     async def households_in(self, grids: Iterable[str]) -> list[Household]:
         """Households of these grids, vulnerable first (the door-to-door order), then by grid and id."""
-        out: list[Household] = []
-        for chunk in _chunks(grids):
-            out += await self._list("households", schema.households.c.grid.in_(chunk))
+        out = await self._in_regions("households", "grid", grids)
         return sorted(out, key=lambda h: (not h.vulnerable, h.grid, h.id))
+
+    async def _in_regions(self, kind: str, column: str, codes: Iterable[str]) -> list[Any]:
+        """The entries whose `column` is one of `codes`, in no particular order (callers sort).
+
+        IN lists of CHUNK codes; but when the codes are half of the directory's regions or
+        more (a province-wide warning: 125,000), one pass over the table, kept by the same
+        test: hundreds of queries fewer, the same entries."""
+        wanted = set(codes)
+        if len(wanted) > CHUNK:
+            async with self._db.read() as conn:
+                regions = (await conn.execute(sa.select(sa.func.count()).select_from(schema.regions))).scalar_one()
+            if 2 * len(wanted) >= regions:
+                return [e for e in await self._list(kind) if getattr(e, column) in wanted]
+        out: list[Any] = []
+        for chunk in _chunks(wanted):
+            out += await self._list(kind, TABLES[kind].c[column].in_(chunk))
+        return out
 
     async def counts(self) -> dict[str, int]:
         """Rows per kind."""

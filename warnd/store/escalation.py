@@ -25,6 +25,9 @@ from warnd.store.schema import (alarms, call_list_items, call_lists, confirmatio
 from warnd.store.transitions import transition
 
 
+LADDER_CHUNK = 20_000  # rung rows built and inserted at a time (memory: a dict a row)
+
+
 async def write_ladder(conn: AsyncConnection, confirmation_id: int, warning_id: int, grid: str,
                        planned: tuple[PlannedRung, ...]) -> None:
     await write_ladders(conn, [(confirmation_id, warning_id, grid, planned)])
@@ -39,16 +42,20 @@ async def write_ladders(conn: AsyncConnection,
     Rungs of one grid alone (an Update's carried ones, a one-grid warning) go in one
     executemany each for pending and for fired (those already fired stay fired).
     """
-    by_rung: dict[int, tuple[PlannedRung, list[dict]]] = {}  # by identity: PlannedRung holds a dict
+    by_rung: dict[int, tuple[PlannedRung, list[tuple]]] = {}  # by identity: PlannedRung holds a dict
     for cid, wid, grid, planned in ladders:
         for r in planned:
-            by_rung.setdefault(id(r), (r, []))[1].append(dict(confirmation_id=cid, warning_id=wid, grid=grid))
+            by_rung.setdefault(id(r), (r, []))[1].append((cid, wid, grid))
     alone: dict[bool, list[dict]] = {False: [], True: []}
-    for r, rows in by_rung.values():
-        if len(rows) > 1:
-            await insert_rows(conn, rungs, _rung_values(r), rows)
+    for r, owners in by_rung.values():
+        if len(owners) > 1:
+            values = _rung_values(r)
+            for at in range(0, len(owners), LADDER_CHUNK):  # a province: 100,000 grids a rung
+                await insert_rows(conn, rungs, values, [dict(confirmation_id=cid, warning_id=wid, grid=grid)
+                                                        for cid, wid, grid in owners[at:at + LADDER_CHUNK]])
         else:
-            alone[r.fired is not None].append({**rows[0], **_rung_values(r)})
+            (cid, wid, grid), = owners
+            alone[r.fired is not None].append(dict(confirmation_id=cid, warning_id=wid, grid=grid, **_rung_values(r)))
     for rows in alone.values():
         await insert_rows(conn, rungs, {}, rows)
 

@@ -36,7 +36,11 @@ class Queries:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def warning(self, warning_id: int, *, delivery_limit: int = 500) -> dict | None:
+    async def warning(self, warning_id: int, *, delivery_limit: int = 500,
+                      with_confirmations: bool = True) -> dict | None:
+        """A warning with its counts, its first `delivery_limit` deliveries and (unless not
+        `with_confirmations`) every requirement: a province's red warning has 100,000 of
+        them, 40 MB of JSON, which the answer to its POST leaves out (counts instead)."""
         w, d, c = warnings.c, deliveries.c, confirmations.c
         async with self.db.read() as conn:
             row = (await conn.execute(sa.select(warnings).where(w.id == warning_id))).first()
@@ -59,9 +63,12 @@ class Queries:
                           d.next_attempt_at, d.last_code, d.provider_ref, d.sent_at, d.done_at)
                 .where(d.warning_id == warning_id).order_by(d.id).limit(delivery_limit))
             out["deliveries"] = [_jsonable(dict(r._mapping)) for r in rows]
-            rows = await conn.execute(sa.select(confirmations).where(c.warning_id == warning_id).order_by(c.id))
-            out["confirmations"] = [_jsonable({k: v for k, v in r._mapping.items() if k != "version"})
-                                    for r in rows]
+            out["confirmations_by_state"] = {state: n for state, n in await conn.execute(
+                sa.select(c.state, sa.func.count()).where(c.warning_id == warning_id).group_by(c.state))}
+            if with_confirmations:
+                rows = await conn.execute(sa.select(confirmations).where(c.warning_id == warning_id).order_by(c.id))
+                out["confirmations"] = [_jsonable({k: v for k, v in r._mapping.items() if k != "version"})
+                                        for r in rows]
             out["cap_xml"] = row.cap_xml
         return out
 

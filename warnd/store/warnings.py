@@ -11,6 +11,8 @@ version (store/updates, domain/updates). Once it returns, nothing of it can be l
 from __future__ import annotations
 
 import dataclasses
+import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
@@ -56,6 +58,15 @@ class Decided:
 
 
 HELD = (WarningState.AWAITING.value, WarningState.REJECTED.value)  # never published: not part of any chain
+INSERT_CHUNK = 20_000  # plan rows turned into parameters at a time: a province's 470,000 never all at once
+
+
+async def _insert_chunked(conn: AsyncConnection, table: sa.Table, shared: dict, rows: Iterable[dict]) -> None:
+    """`insert_rows` in parts of INSERT_CHUNK rows, in order: the same rows as one call, in
+    the same transaction, without the parameters of a whole province's plan held at once."""
+    todo = iter(rows)
+    while part := list(itertools.islice(todo, INSERT_CHUNK)):
+        await insert_rows(conn, table, shared, part)
 
 
 class WarningStore:
@@ -316,12 +327,11 @@ class WarningStore:
                                  plan: Plan, now: datetime) -> None:
         shared = dict(warning_id=wid, priority=level, state=State.PENDING.value, attempts=0, next_attempt_at=now,
                       expires=expires, created_at=now, updated_at=now, version=1)
-        rows = [dict(channel=p.channel, recipient_kind=p.recipient.kind, grid=p.grid, recipient_id=p.recipient.id,
-                     address=p.recipient.address, language=p.recipient.language) for p in plan.deliveries]
+        rows = (dict(channel=p.channel, recipient_kind=p.recipient.kind, grid=p.grid, recipient_id=p.recipient.id,
+                     address=p.recipient.address, language=p.recipient.language) for p in plan.deliveries)
         if any(p.params for p in plan.deliveries):  # a group message's mentions (rarely: the column stays NULL)
-            for row, p in zip(rows, plan.deliveries):
-                row["params"] = dict(p.params) if p.params else None
-        await insert_rows(conn, deliveries, shared, rows)
+            rows = (row | {"params": dict(p.params) if p.params else None} for row, p in zip(rows, plan.deliveries))
+        await _insert_chunked(conn, deliveries, shared, rows)
 
     @staticmethod
     async def _insert_confirmations(conn: AsyncConnection, wid: int, plan: Plan, now: datetime) -> dict[str, int]:
@@ -333,9 +343,10 @@ class WarningStore:
         if not plan.confirmations:
             return {}
         shared = dict(warning_id=wid, late=False, version=1)
-        await insert_rows(conn, confirmations, {**shared, "state": ConfirmationState.OPEN.value, "created_at": now}, [
+        opened = {**shared, "state": ConfirmationState.OPEN.value, "created_at": now}
+        await _insert_chunked(conn, confirmations, opened, (
             dict(grid=p.grid, person_id=p.person_id, backup_id=p.backup_id, deadline=p.deadline)
-            for p in plan.confirmations if p.kept is None])
+            for p in plan.confirmations if p.kept is None))
         await insert_rows(conn, confirmations, shared, [
             dict(grid=p.grid, person_id=p.person_id, backup_id=p.backup_id, deadline=p.deadline, state=k.state,
                  confirmed_at=now if k.state == ConfirmationState.CONFIRMED else None,
