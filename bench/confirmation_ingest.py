@@ -55,6 +55,7 @@ from bench.common import (
 NAME = "confirmation_ingest"
 DEFAULT_COUNT = 5_000
 SMOKE = {"count": 300}  # bench.run_all --smoke: every path once, correctness only (at least AGAIN)
+TARGET_RATE, TARGET_P99_MS = 2_000, 100  # issue 16: replies/s at 32 in flight, every answer durable first
 CONCURRENCY = 32
 SID, TOKEN, FROM = "AC" + "c" * 32, "bench-auth-token", "+15005550006"
 VILLAGE = "421126100201"
@@ -222,6 +223,8 @@ async def _run(result: Result, db_url: str, n: int, concurrency: int) -> None:
         mean = (before + after) / 2
         result.add("raw aiohttp requests/s (mean)", mean, "/s", "before and after warnd")
         result.compare("ratio warnd / raw aiohttp", rate / mean, "")
+        result.target("warnd confirmations/s", rate >= TARGET_RATE)
+        result.target("warnd p99 latency", result.value("warnd p99 latency") <= TARGET_P99_MS)
         if abs(before - after) > 0.25 * max(before, after):
             result.notes.append(f"the two baselines differ by more than 25% ({before:,.0f} vs {after:,.0f}/s): "
                                 "the machine was busy")

@@ -61,7 +61,8 @@ NAME = "sms_fanout"
 DEFAULT_COUNT = 20_000
 SMOKE = {"count": 300}  # bench.run_all --smoke: every path once, correctness only
 CONCURRENCY = 64
-TARGET_RATIO = 0.7
+TARGET_RATIO = 0.8  # issue 16: send path ÷ the bare SDK loop
+TARGET_CALLBACKS = 0.5  # with both signed status callbacks verified and written
 SID, TOKEN, FROM = "AC" + "b" * 32, "bench-auth-token", "+15005550006"
 VILLAGE = "421126100201"
 XML = "application/cap+xml"
@@ -379,7 +380,9 @@ async def _run(result: Result, db_url: str, sim: Process, sim_url: str, n: int, 
         ratio_a = rate_a / sdk if rate_a and sdk else None
         result.add("ratio warnd (a) send path / bare SDK", ratio_a, "", f"target ≥ {TARGET_RATIO}")
         result.target("ratio warnd (a) send path / bare SDK", None if ratio_a is None else ratio_a >= TARGET_RATIO)
-        result.compare("ratio warnd (b) with callbacks / bare SDK", rate_b / sdk if rate_b and sdk else None, "")
+        ratio_b = rate_b / sdk if rate_b and sdk else None
+        result.add("ratio warnd (b) with callbacks / bare SDK", ratio_b, "", f"target ≥ {TARGET_CALLBACKS}")
+        result.target("ratio warnd (b) with callbacks / bare SDK", None if ratio_b is None else ratio_b >= TARGET_CALLBACKS)
         result.compare("ratio bare SDK / raw aiohttp", sdk / raw if sdk and raw else None, "", "the SDK's own cost")
         if sdk_before and sdk_after and abs(sdk_before - sdk_after) > 0.25 * max(sdk_before, sdk_after):
             result.notes.append(f"the two bare SDK runs differ by more than 25% ({sdk_before:,.0f} vs "

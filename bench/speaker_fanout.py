@@ -59,6 +59,8 @@ from bench.common import (
 NAME = "speaker_fanout"
 DEFAULT_COUNT = 5_000
 SMOKE = {"count": 300}  # bench.run_all --smoke: every path once, correctness only
+TARGET_PUBLISH = 0.5  # issue 16: publishes/s ÷ bare paho's
+TARGET_PLAYED = 0.9  # time until every played-ack, bare ÷ warnd
 PER_GRID = 10
 INFLIGHT = 1000  # mqtt.inflight (warnd's default) and the baseline's window
 VILLAGE = "421126100201"
@@ -328,13 +330,17 @@ async def _run(result: Result, wd: Path, db_url: str, n: int, procs: list[Proces
             result.notes.append(f"warnd's speaker simulator: {summary}")
         base = (before + after) / 2 if before and after else None
         result.add("bare paho publishes/s (mean)", base, "/s", "before and after warnd")
-        result.compare("ratio warnd / bare paho publishes", rate / base if rate and base else None, "")
+        publishes = rate / base if rate and base else None
+        result.add("ratio warnd / bare paho publishes", publishes, "", f"target ≥ {TARGET_PUBLISH}")
+        result.target("ratio warnd / bare paho publishes", None if publishes is None else publishes >= TARGET_PUBLISH)
         played = result.value("warnd all played")
         bare_played = [v for v in (result.value("bare paho before all played"),
                                    result.value("bare paho after all played")) if isinstance(v, float)]
         if isinstance(played, float) and bare_played:
-            result.compare("ratio bare paho / warnd all played", sum(bare_played) / len(bare_played) / played, "",
-                           "time until every played-ack, bare ÷ warnd")
+            result.add("ratio bare paho / warnd all played", sum(bare_played) / len(bare_played) / played, "",
+                       f"time until every played-ack, bare ÷ warnd; target ≥ {TARGET_PLAYED}")
+            result.target("ratio bare paho / warnd all played",
+                          result.value("ratio bare paho / warnd all played") >= TARGET_PLAYED)
         result.add("driver peak RSS", peak_rss_mib(os.getpid()), "MiB", "warnd in-process, baseline included")
         if before and after and abs(before - after) > 0.25 * max(before, after):
             result.notes.append(f"the two baselines differ by more than 25% ({before:,.0f} vs {after:,.0f}/s): "
