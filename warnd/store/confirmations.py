@@ -185,7 +185,7 @@ class ConfirmationStore:
         if not person_ids:
             return []
         async with self.db.read() as conn:
-            return await conn.run_sync(_open_items, person_ids, warning_id, asked_by, unasked, regions_of or {})
+            return await conn.run_sync(_read_open_items, person_ids, warning_id, asked_by, unasked, regions_of or {})
 
     async def newest_provider_inbound(self, channel: str) -> datetime | None:
         """When the newest message a provider passed on (one with its reference) was received."""
@@ -236,7 +236,7 @@ class ConfirmationStore:
         code without I/O. Returns what `decide` gave and how many it confirmed (None: replayed)."""
         def work(conn: Connection) -> tuple[T, int | None]:
             senders = _senders(conn, "phone", inbound.from_address)
-            items = _open_items(conn, [p.id for p in senders], None, asked_by, True,
+            items = _read_open_items(conn, [p.id for p in senders], None, asked_by, True,
                                 asking_regions(senders)) if senders else []
             decided, confirming = decide(senders, items)
             done = _apply(conn, replace(inbound, person_id=confirming.person_id), confirming, None, None)
@@ -292,7 +292,7 @@ def _senders(conn: Connection, column: str, value: str) -> list[Sender]:
     return [Sender(r.id, r.language, r.region, tuple(r.roles or ())) for r in rows]
 
 
-def _open_items(conn: Connection, person_ids: list[str], warning_id: int | None, asked_by: datetime | None,
+def _read_open_items(conn: Connection, person_ids: list[str], warning_id: int | None, asked_by: datetime | None,
                 unasked: bool, regions_of: Mapping[str, str]) -> list[OpenItem]:
     """See ConfirmationStore.open_items."""
     params = {"person_ids": person_ids, "warning_id": warning_id}
