@@ -1,11 +1,30 @@
 """Bulk INSERT without converting the same values once per row."""
 from __future__ import annotations
 
+import itertools
 import operator
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+T = TypeVar("T")
+CHUNK = 20_000  # rows turned into parameters at a time: a province's 470,000 plan rows never all at once
+
+
+def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """`items` in lists of `size` (the last shorter), read as they are needed."""
+    todo = iter(items)
+    while part := list(itertools.islice(todo, size)):
+        yield part
+
+
+async def insert_rows_chunked(conn: AsyncConnection, table: sa.Table, shared: dict[str, Any],
+                              rows: Iterable[dict[str, Any]], size: int = CHUNK) -> None:
+    """`insert_rows` in parts of `size` rows, in order: the same rows as one call, in the
+    same transaction, without the parameters of all of them held at once."""
+    for part in batches(rows, size):
+        await insert_rows(conn, table, shared, part)
 
 
 async def insert_rows(conn: AsyncConnection, table: sa.Table, shared: dict[str, Any],

@@ -18,14 +18,11 @@ from warnd.domain.delivery import State
 from warnd.domain.directory import Household, Person, region_parent, with_ancestors
 from warnd.domain.escalation import Effects, Grid, PlannedRung, fire
 from warnd.domain.states import DELIVERY, RUNG, ConfirmationState, RungState, WarningState
-from warnd.store.bulk import insert_rows
+from warnd.store.bulk import insert_rows, insert_rows_chunked
 from warnd.store.database import Database
 from warnd.store.schema import (alarms, call_list_items, call_lists, confirmations, deliveries, households,
                                 people, regions, rungs, warnings)
 from warnd.store.transitions import transition
-
-
-LADDER_CHUNK = 20_000  # rung rows built and inserted at a time (memory: a dict a row)
 
 
 async def write_ladder(conn: AsyncConnection, confirmation_id: int, warning_id: int, grid: str,
@@ -50,9 +47,8 @@ async def write_ladders(conn: AsyncConnection,
     for r, owners in by_rung.values():
         if len(owners) > 1:
             values = _rung_values(r)
-            for at in range(0, len(owners), LADDER_CHUNK):  # a province: 100,000 grids a rung
-                await insert_rows(conn, rungs, values, [dict(confirmation_id=cid, warning_id=wid, grid=grid)
-                                                        for cid, wid, grid in owners[at:at + LADDER_CHUNK]])
+            await insert_rows_chunked(conn, rungs, values, (  # a province: 100,000 grids a rung
+                dict(confirmation_id=cid, warning_id=wid, grid=grid) for cid, wid, grid in owners))
         else:
             (cid, wid, grid), = owners
             alone[r.fired is not None].append(dict(confirmation_id=cid, warning_id=wid, grid=grid, **_rung_values(r)))

@@ -11,8 +11,6 @@ version (store/updates, domain/updates). Once it returns, nothing of it can be l
 from __future__ import annotations
 
 import dataclasses
-import itertools
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
@@ -29,7 +27,7 @@ from warnd.domain.model import Alert, Level, MsgType, ParsedAlert
 from warnd.domain.planning import Plan, PlannedDelivery, Prior
 from warnd.domain.states import CONFIRMATION, DELIVERY, WARNING, ConfirmationState, WarningState
 from warnd.store import audit
-from warnd.store.bulk import insert_rows
+from warnd.store.bulk import insert_rows, insert_rows_chunked
 from warnd.store.database import Database
 from warnd.store.escalation import skip_warnings, write_ladders
 from warnd.store.schema import alarms, approvals, confirmations, deliveries, warnings
@@ -58,17 +56,6 @@ class Decided:
 
 
 HELD = (WarningState.AWAITING.value, WarningState.REJECTED.value)  # never published: not part of any chain
-INSERT_CHUNK = 20_000  # plan rows turned into parameters at a time: a province's 470,000 never all at once
-
-
-async def _insert_chunked(conn: AsyncConnection, table: sa.Table, shared: dict, rows: Iterable[dict]) -> None:
-    """`insert_rows` in parts of INSERT_CHUNK rows, in order: the same rows as one call, in
-    the same transaction, without the parameters of a whole province's plan held at once."""
-    todo = iter(rows)
-    while part := list(itertools.islice(todo, INSERT_CHUNK)):
-        await insert_rows(conn, table, shared, part)
-
-
 class WarningStore:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
@@ -331,7 +318,7 @@ class WarningStore:
                      address=p.recipient.address, language=p.recipient.language) for p in plan.deliveries)
         if any(p.params for p in plan.deliveries):  # a group message's mentions (rarely: the column stays NULL)
             rows = (row | {"params": dict(p.params) if p.params else None} for row, p in zip(rows, plan.deliveries))
-        await _insert_chunked(conn, deliveries, shared, rows)
+        await insert_rows_chunked(conn, deliveries, shared, rows)
 
     @staticmethod
     async def _insert_confirmations(conn: AsyncConnection, wid: int, plan: Plan, now: datetime) -> dict[str, int]:
@@ -344,7 +331,7 @@ class WarningStore:
             return {}
         shared = dict(warning_id=wid, late=False, version=1)
         opened = {**shared, "state": ConfirmationState.OPEN.value, "created_at": now}
-        await _insert_chunked(conn, confirmations, opened, (
+        await insert_rows_chunked(conn, confirmations, opened, (
             dict(grid=p.grid, person_id=p.person_id, backup_id=p.backup_id, deadline=p.deadline)
             for p in plan.confirmations if p.kept is None))
         await insert_rows(conn, confirmations, shared, [
