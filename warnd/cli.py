@@ -122,11 +122,9 @@ def directory_import(config_path: str | None, database_url: str | None, files: t
 
 async def _import(config: Config, paths: list[Path]) -> dict:
     from warnd.clock import SystemClock
-    from warnd.ingest.directory import load_directory
     from warnd.store.directory import DirectoryStore
-    data = load_directory(paths)
     return await with_database(config, lambda db: DirectoryStore(
-        db, SystemClock(), allow_private_urls=config.webhook.allow_private_urls).import_data(data))
+        db, SystemClock(), allow_private_urls=config.webhook.allow_private_urls).import_files(paths))
 
 
 @main.group()

@@ -17,7 +17,7 @@ from warnd.domain.errors import error
 from warnd.http.auth import admin_of, scope_of
 from warnd.http.keys import NODE
 from warnd.http.responses import json_object, json_ok
-from warnd.ingest.directory import KEYS, KINDS, load_directory, parse_entry
+from warnd.ingest.directory import KEYS, KINDS, parse_entry
 from warnd.store.directory import redacted
 
 SINGULAR = {"regions": "region", "people": "person", "households": "household", "speakers": "speaker",
@@ -88,8 +88,7 @@ async def import_yaml(request: web.Request) -> web.Response:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "import.yaml"  # the name appears in row errors: import.yaml:LINE.field
         path.write_bytes(body)
-        data = load_directory([path])
-    counts = await request.app[NODE].directory.import_data(data, actor=scope.who)
+        counts = await request.app[NODE].directory.import_files([path], actor=scope.who)
     return json_ok(counts)
 
 

@@ -2,8 +2,10 @@
 
 Pure: reads only the files it is given. Every bad row is collected before one
 `directory.invalid_row` error is raised; each problem names `file:line.field`.
-Whether references (parents, backups, grids) exist is decided by
-`check_references`, given the ids the database already knows.
+`DirectoryFiles` reads files kind by kind for an import that writes as it reads;
+`load_directory` reads them whole. Whether references (parents, backups, grids)
+exist is decided by `with_parents`, `missing_region` and `missing_backup`, given
+the ids known (`check_references` applies them to a whole DirectoryData).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import types
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterable, Mapping
+from typing import Any, Callable, Collection, Iterable, Iterator, Mapping
 
 import yaml
 
@@ -58,8 +60,12 @@ class DirectoryData:
     sources: Mapping[tuple[str, str], Where] = field(default_factory=dict, compare=False, repr=False)
 
     def where(self, kind: str, key: str, name: str) -> str:
-        src = self.sources.get((kind, key))
-        return src.at(name) if src else f"{kind}[{key}].{name}"
+        return _at(self.sources.get((kind, key)), kind, key, name)
+
+    def pairs(self, kind: str) -> Iterator[tuple[Where | None, Entry]]:
+        """The entries of `kind`, each with where it came from (None: not from a file)."""
+        key = KEYS[kind]
+        return ((self.sources.get((kind, getattr(e, key))), e) for e in getattr(self, kind))
 
 
 @dataclass(frozen=True)
@@ -516,12 +522,22 @@ def _lines(text: str) -> Iterable[str]:
     return (m.group() for m in _LINE.finditer(text))
 
 
-def _csv_rows(path: Path, text: str, kind: str, problems: list[Problem]) -> Iterable[Row]:
-    reader = csv.reader(_lines(text))
+def _csv_file(path: Path, kind: str, problems: list[Problem]) -> Iterable[Row]:
+    """The rows of one CSV file, read from disk as they are asked for (not the whole file at once)."""
     try:
-        yield from _csv_cells(path, reader, kind, problems)
-    except csv.Error as exc:  # e.g. a field past csv.field_size_limit()
-        problems.append(Problem(f"{path.name}:{reader.line_num}", f"not valid CSV: {exc}", f"不是有效的 CSV：{exc}"))
+        with path.open(encoding="utf-8-sig", newline="") as lines:
+            reader = csv.reader(lines)
+            try:
+                yield from _csv_cells(path, reader, kind, problems)
+            except csv.Error as exc:  # e.g. a field past csv.field_size_limit()
+                problems.append(Problem(f"{path.name}:{reader.line_num}", f"not valid CSV: {exc}",
+                                        f"不是有效的 CSV：{exc}"))
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(_unreadable(path, exc))
+
+
+def _unreadable(path: Path, exc: Exception) -> Problem:
+    return Problem(f"{path.name}:1", f"cannot read file (UTF-8 expected): {exc}", f"无法读取文件（须为 UTF-8 编码）：{exc}")
 
 
 def _csv_cells(path: Path, reader: Any, kind: str, problems: list[Problem]) -> Iterable[Row]:
@@ -556,6 +572,77 @@ def _csv_cells(path: Path, reader: Any, kind: str, problems: list[Problem]) -> I
         yield kind, Where(path.name, line), {h: c for h, c in zip(header, cells) if h in SPECS[kind]}
 
 
+class DirectoryFiles:
+    """Directory files read kind by kind: `entries(kind)` yields the valid entries of that
+    kind, in the order of the files, with where each came from. A CSV file is read from disk
+    when its kind's turn comes, a row at a time, so a province's million households are never
+    all in memory; a YAML file is parsed once, up front. Bad rows, and a key seen before,
+    become `problems()`, in the order of the files and lines (the first occurrence of each
+    key is kept as an int: its line and file)."""
+
+    def __init__(self, paths: list[Path | tuple[Path, str]], *, kind: str | None = None) -> None:
+        self._files: list[tuple[str | None, Path, list[Row], list[Problem]]] = []  # CSV kind or None: YAML rows
+        self._problems: list[tuple[str, list[Problem]]] = []  # per file: its name, its problems
+        self._first: dict[str, dict[str, int]] = {k: {} for k in KINDS}  # key -> line * files + file index
+        for item in paths:
+            path, file_kind = item if isinstance(item, tuple) else (item, kind)
+            path = Path(path)
+            problems: list[Problem] = []
+            self._problems.append((path.name, problems))
+            if path.suffix.lower() in (".yaml", ".yml"):
+                try:
+                    text = path.read_text(encoding="utf-8-sig")
+                except (OSError, UnicodeDecodeError) as exc:
+                    problems.append(_unreadable(path, exc))
+                    continue
+                self._files.append((None, path, list(_yaml_rows(path, text, problems)), problems))
+                continue
+            file_kind = file_kind or csv_kind(path)
+            if file_kind not in KINDS:
+                problems.append(Problem(f"{path.name}:1", f"cannot tell which kind this file holds; name it "
+                                        f"{'/'.join(KINDS)}*.csv", f"无法判断文件内容类型；请命名为 {'/'.join(KINDS)}*.csv"))
+                continue
+            self._files.append((file_kind, path, [], problems))
+
+    def failed(self) -> bool:
+        return any(problems for _, problems in self._problems)
+
+    def problems(self) -> list[Problem]:
+        out = []
+        for name, problems in self._problems:
+            out += sorted(problems, key=lambda p: _line_of(p.field, name))
+        return out
+
+    def entries(self, kind: str) -> Iterator[tuple[Where, Entry]]:
+        key_name, first, files = KEYS[kind], self._first[kind], len(self._files)
+        for index, (file_kind, path, yaml_rows, problems) in enumerate(self._files):
+            if file_kind is None:
+                rows: Iterable[Row] = (row for row in yaml_rows if row[0] == kind)
+            elif file_kind == kind:
+                rows = _csv_file(path, kind, problems)
+            else:
+                continue
+            for row_kind, where, raw in rows:
+                entry = parse_row(row_kind, raw, where, problems)
+                if entry is None:
+                    continue
+                key = getattr(entry, key_name)
+                seen = first.get(key)
+                if seen is None:
+                    first[key] = where.line * files + index
+                    yield where, entry
+                    continue
+                at = f"{self._files[seen % files][1].name}:{seen // files}"
+                problems.append(_problem(where, key_name, f"duplicate {key} (first at {at})",
+                                         f"重复的 {key}（首次出现于 {at}）"))
+
+
+def _line_of(field: str, name: str) -> int:
+    """The line a problem's `name:line.field` names (0 if none)."""
+    digits = field[len(name) + 1:].partition(".")[0]
+    return int(digits) if digits.isdigit() else 0
+
+
 def load_directory(paths: list[Path | tuple[Path, str]], *, kind: str | None = None,
                    known: KnownIds | None = None) -> DirectoryData:
     """Parse YAML and CSV files into one DirectoryData; raise on any bad row.
@@ -563,79 +650,42 @@ def load_directory(paths: list[Path | tuple[Path, str]], *, kind: str | None = N
     A CSV file's kind is `kind`, the kind paired with it in `paths`, or its
     name. Given `known`, references are checked too (see check_references).
     """
-    problems: list[Problem] = []
-    found: dict[str, list[Entry]] = {k: [] for k in KINDS}
-    sources: dict[tuple[str, str], Where] = {}
-    for item in paths:
-        path, file_kind = item if isinstance(item, tuple) else (item, kind)
-        path = Path(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(Problem(f"{path.name}:1", f"cannot read file (UTF-8 expected): {exc}",
-                                    f"无法读取文件（须为 UTF-8 编码）：{exc}"))
-            continue
-        if path.suffix.lower() in (".yaml", ".yml"):
-            rows = _yaml_rows(path, text, problems)
-        else:
-            file_kind = file_kind or csv_kind(path)
-            if file_kind not in KINDS:
-                problems.append(Problem(f"{path.name}:1", f"cannot tell which kind this file holds; name it "
-                                        f"{'/'.join(KINDS)}*.csv", f"无法判断文件内容类型；请命名为 {'/'.join(KINDS)}*.csv"))
-                continue
-            rows = _csv_rows(path, text, file_kind, problems)
-        for row_kind, where, raw in rows:
-            entry = parse_row(row_kind, raw, where, problems)
-            if entry is None:
-                continue
-            key = getattr(entry, KEYS[row_kind])
-            first = sources.get((row_kind, key))
-            if first is not None:
-                problems.append(_problem(where, KEYS[row_kind], f"duplicate {key} (first at {first.file}:{first.line})",
-                                         f"重复的 {key}（首次出现于 {first.file}:{first.line}）"))
-                continue
-            sources[(row_kind, key)] = where
-            found[row_kind].append(entry)
-    if problems:
+    files = DirectoryFiles(paths, kind=kind)
+    found = {k: list(files.entries(k)) for k in KINDS}
+    if problems := files.problems():
         raise WarndError("directory.invalid_row", problems)
-    data = DirectoryData(**{k: tuple(v) for k, v in found.items()}, sources=sources)  # type: ignore[arg-type]
+    sources = {(k, getattr(e, KEYS[k])): where for k, pairs in found.items() for where, e in pairs}
+    data = DirectoryData(**{k: tuple(e for _, e in pairs) for k, pairs in found.items()},  # type: ignore[arg-type]
+                         sources=sources)
     return check_references(data, known) if known is not None else data
 
 
 # ---------------------------------------------------------------- references
 
-def wanted_references(data: DirectoryData) -> tuple[set[str], set[str]]:
-    """Region codes and person ids the data refers to but does not hold."""
-    codes = {r.code for r in data.regions}
-    people = {p.id for p in data.people}
-    want_codes: set[str] = set()
-    for r in data.regions:
+def wanted_parents(regions: Iterable[Region]) -> set[str]:
+    """The codes `regions` name as parents: each one's parent, or else every enclosing code."""
+    want: set[str] = set()
+    for r in regions:
         if r.parent:
-            want_codes.add(r.parent)
+            want.add(r.parent)
         else:
             c = region_parent(r.code)
             while c:
-                want_codes.add(c)
+                want.add(c)
                 c = region_parent(c)
-    want_codes |= {p.region for p in data.people}
-    want_codes |= {h.grid for h in data.households} | {s.grid for s in data.speakers}
-    want_people = {p.backup for p in data.people if p.backup}
-    return want_codes - codes, want_people - people
+    return want
 
 
-def check_references(data: DirectoryData, known: KnownIds) -> DirectoryData:
-    """Check that every reference resolves in the data or in `known`; fill in
-    missing parents with the nearest enclosing region. Raise
-    directory.unknown_reference listing every dangling reference."""
-    kinds = dict(known.regions) | {r.code: r.kind for r in data.regions}
-    people = set(known.people) | {p.id for p in data.people}
-    problems: list[Problem] = []
+def _at(where: Where | None, kind: str, key: str, name: str) -> str:
+    return where.at(name) if where is not None else f"{kind}[{key}].{name}"
 
-    def missing(kind: str, key: str, name: str, en: str, zh: str) -> None:
-        problems.append(Problem(data.where(kind, key, name), en, zh))
 
-    regions = []
-    for r in data.regions:
+def with_parents(regions: Iterable[tuple[Where | None, Region]], kinds: Mapping[str, str],
+                 problems: list[Problem]) -> list[Region]:
+    """The regions, each missing parent filled in with the nearest enclosing region in `kinds`
+    (code -> kind: the data's and the database's); a named parent not there is a problem."""
+    out = []
+    for where, r in regions:
         parent = r.parent
         if parent is None and r.kind == "grid":
             parent = r.code[:12]
@@ -646,18 +696,45 @@ def check_references(data: DirectoryData, known: KnownIds) -> DirectoryData:
             parent = c
         elif parent not in kinds:
             what = "village" if r.kind == "grid" else "parent region"
-            missing("regions", r.code, "parent", f"{what} {parent} does not exist",
-                    f"{'所属村' if r.kind == 'grid' else '上级区划'} {parent} 不存在")
-        regions.append(r if parent == r.parent else dataclasses.replace(r, parent=parent))
-    for p in data.people:
-        if p.region not in kinds:
-            missing("people", p.id, "region", f"region {p.region} does not exist", f"区划 {p.region} 不存在")
-        if p.backup and p.backup not in people:
-            missing("people", p.id, "backup", f"backup person {p.backup} does not exist", f"AB 角人员 {p.backup} 不存在")
-    for kind, rows in (("households", data.households), ("speakers", data.speakers)):
-        for h in rows:
-            if kinds.get(h.grid) != "grid":
-                missing(kind, h.id, "grid", f"grid {h.grid} does not exist", f"网格 {h.grid} 不存在")
+            problems.append(Problem(_at(where, "regions", r.code, "parent"), f"{what} {parent} does not exist",
+                                    f"{'所属村' if r.kind == 'grid' else '上级区划'} {parent} 不存在"))
+        out.append(r if parent == r.parent else dataclasses.replace(r, parent=parent))
+    return out
+
+
+def missing_region(kind: str, where: Where | None, entry: Person | Household | Speaker,
+                   kinds: Mapping[str, str]) -> Problem | None:
+    """The problem with a person's region, or a household's or speaker's grid, if `kinds` lacks it."""
+    key = getattr(entry, KEYS[kind])
+    if isinstance(entry, Person):
+        if entry.region in kinds:
+            return None
+        return Problem(_at(where, kind, key, "region"), f"region {entry.region} does not exist",
+                       f"区划 {entry.region} 不存在")
+    if kinds.get(entry.grid) == "grid":
+        return None
+    return Problem(_at(where, kind, key, "grid"), f"grid {entry.grid} does not exist", f"网格 {entry.grid} 不存在")
+
+
+def missing_backup(where: Where | None, person: Person, people: Collection[str]) -> Problem | None:
+    if not person.backup or person.backup in people:
+        return None
+    return Problem(_at(where, "people", person.id, "backup"), f"backup person {person.backup} does not exist",
+                   f"AB 角人员 {person.backup} 不存在")
+
+
+def check_references(data: DirectoryData, known: KnownIds) -> DirectoryData:
+    """Check that every reference resolves in the data or in `known`; fill in
+    missing parents with the nearest enclosing region. Raise
+    directory.unknown_reference listing every dangling reference."""
+    kinds = dict(known.regions) | {r.code: r.kind for r in data.regions}
+    people = set(known.people) | {p.id for p in data.people}
+    problems: list[Problem] = []
+    regions = with_parents(data.pairs("regions"), kinds, problems)
+    for where, p in data.pairs("people"):
+        problems += filter(None, (missing_region("people", where, p, kinds), missing_backup(where, p, people)))
+    for kind in ("households", "speakers"):
+        problems += filter(None, (missing_region(kind, where, e, kinds) for where, e in data.pairs(kind)))
     if problems:
         raise WarndError("directory.unknown_reference", problems)
     return DirectoryData(tuple(regions), data.people, data.households, data.speakers, data.subscribers,

@@ -13,7 +13,8 @@ import dataclasses
 import json
 import sys
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -24,8 +25,9 @@ from warnd.domain.authority import covers
 from warnd.domain.directory import Household, Person, Region, Speaker, Subscriber
 from warnd.domain.errors import Problem, WarndError, error
 from warnd.domain.urlsafety import check_url_async
-from warnd.ingest.directory import KEYS, KINDS, TYPES, DirectoryData, Entry, KnownIds, Where, check_references, \
-    wanted_references
+from warnd.ingest.directory import KEYS, KINDS, TYPES, DirectoryData, DirectoryFiles, Entry, Where, missing_backup, \
+    missing_region, wanted_parents, with_parents
+from warnd.store.bulk import batches
 from warnd.store import audit, schema
 from warnd.store.database import Database
 
@@ -135,6 +137,117 @@ def _in_use(field: str, en: str, zh: str) -> WarndError:
     return WarndError("request.invalid", [Problem(field, en, zh)])
 
 
+async def _fetch(conn: AsyncConnection, kind: str, keys: Iterable[str]) -> dict[str, Entry]:
+    table, key = TABLES[kind], KEYS[kind]
+    out: dict[str, Entry] = {}
+    for chunk in _chunks(keys):
+        for row in await conn.execute(sa.select(table).where(table.c[key].in_(chunk))):
+            entry = _from_row(kind, row)
+            out[getattr(entry, key)] = entry
+    return out
+
+
+async def _region_kinds(conn: AsyncConnection, codes: Iterable[str]) -> dict[str, str]:
+    t, out = schema.regions, {}
+    for chunk in _chunks(codes):
+        out.update((code, kind) for code, kind in await conn.execute(
+            sa.select(t.c.code, t.c.kind).where(t.c.code.in_(chunk))))
+    return out
+
+
+async def _person_ids(conn: AsyncConnection, ids: Iterable[str]) -> set[str]:
+    t, out = schema.people, set()
+    for chunk in _chunks(ids):
+        out.update((await conn.execute(sa.select(t.c.id).where(t.c.id.in_(chunk)))).scalars())
+    return out
+
+
+class _Import:
+    """One import's writes, in the caller's transaction. Entries are compared with what the
+    database holds and upserted WRITE_CHUNK at a time; a chunk's references are then checked
+    against the database, which holds the import's own earlier rows too; a backup not found
+    is checked again at the end (it may come further down). Regions, which refer to each
+    other and whose missing parents are filled in, are read whole first. Once the files have
+    a bad row nothing more is written or checked, but every entry is still read, so that every
+    bad row is reported. At the end any problem raises, and so rolls the transaction back: bad
+    rows first, then unsafe URLs, then dangling references."""
+
+    def __init__(self, conn: AsyncConnection, db: Database, now: datetime, files: DirectoryFiles | None, *,
+                 allow_private_urls: bool, keep_updated: bool = False) -> None:
+        self._conn, self._db, self._now = conn, db, now
+        self._files = files  # where the entries come from, with their row problems (None: already checked)
+        self._allow_private_urls = allow_private_urls
+        self.counts = {f"{k}.{o}": 0 for k in KINDS for o in ("inserted", "updated", "unchanged")}
+        self.updated: dict[tuple[str, str], tuple[Entry, Entry]] | None = {} if keep_updated else None
+        self._unsafe: list[Problem] = []
+        self._dangling: list[Problem] = []
+        self._later: list[tuple[Where | None, Person]] = []  # backups not found yet
+
+    async def all(self, entries: Callable[[str], Iterable[tuple[Where | None, Entry]]]) -> None:
+        await self._regions(entries("regions"))
+        for kind in KINDS[1:]:
+            for part in batches(entries(kind), WRITE_CHUNK):
+                if not self._failed():
+                    await self._part(kind, part)
+        if not self._failed():
+            people = await _person_ids(self._conn, {p.backup for _, p in self._later if p.backup})
+            self._dangling += filter(None, (missing_backup(w, p, people) for w, p in self._later))
+        invalid = self._files.problems() if self._files is not None else []
+        for code, problems in (("directory.invalid_row", invalid), ("directory.unsafe_url", self._unsafe),
+                               ("directory.unknown_reference", self._dangling)):
+            if problems:
+                raise WarndError(code, problems)
+
+    def _failed(self) -> bool:
+        return self._files is not None and self._files.failed()
+
+    async def _regions(self, pairs: Iterable[tuple[Where | None, Entry]]) -> None:
+        regions: list[tuple[Where | None, Region]] = list(pairs)  # type: ignore[arg-type]
+        if self._failed() or not regions:
+            return
+        kinds = {r.code: r.kind for _, r in regions}
+        kinds |= await _region_kinds(self._conn, wanted_parents(r for _, r in regions) - kinds.keys())
+        for part in batches(with_parents(regions, kinds, self._dangling), WRITE_CHUNK):
+            await self._write("regions", part)
+
+    async def _part(self, kind: str, part: list[tuple[Where | None, Any]]) -> None:
+        if kind == "subscribers":
+            await self._check_urls(part)
+        await self._write(kind, [e for _, e in part])
+        if kind == "subscribers":
+            return
+        kinds = await _region_kinds(self._conn, {e.region if kind == "people" else e.grid for _, e in part})
+        self._dangling += filter(None, (missing_region(kind, w, e, kinds) for w, e in part))
+        if kind == "people":
+            people = await _person_ids(self._conn, {p.backup for _, p in part if p.backup})
+            self._later += [(w, p) for w, p in part if missing_backup(w, p, people)]
+
+    async def _check_urls(self, part: list[tuple[Where | None, Subscriber]]) -> None:
+        for where, sub in part:
+            try:
+                await check_url_async(sub.url, allow_private=self._allow_private_urls)
+            except WarndError as exc:
+                p = exc.problems[0]
+                at = where.at("url") if where is not None else f"subscribers[{sub.id}].url"
+                self._unsafe.append(Problem(at, p.detail_en, p.detail_zh))
+
+    async def _write(self, kind: str, entries: list[Entry]) -> None:
+        """Upsert the new and changed entries; count each outcome."""
+        key = KEYS[kind]
+        existing = await _fetch(self._conn, kind, [getattr(e, key) for e in entries])
+        rows = []
+        for e in entries:
+            old = existing.get(getattr(e, key))
+            outcome = "inserted" if old is None else "unchanged" if old == e else "updated"
+            self.counts[f"{kind}.{outcome}"] += 1
+            if outcome != "unchanged":
+                rows.append(_to_row(e) | {"updated_at": self._now})
+            if old is not None and outcome == "updated" and self.updated is not None:
+                self.updated[(kind, getattr(e, key))] = (old, e)
+        if rows:
+            await self._conn.execute(upsert(self._db, TABLES[kind], key), rows)
+
+
 class DirectoryStore:
     def __init__(self, db: Database, clock: Clock, *, allow_private_urls: bool = False) -> None:
         self._db = db
@@ -146,78 +259,30 @@ class DirectoryStore:
     async def import_data(self, data: DirectoryData, *, actor: str = "cli") -> dict[str, int]:
         """Upsert everything in one transaction; counts per `kind.inserted|updated|unchanged`.
         Audited as `directory.import` with the counts (the ones not zero)."""
-        await self._check_urls(data)
+        return await self._import(data.pairs, None, actor)
+
+    async def import_files(self, paths: list[Path], *, actor: str = "cli") -> dict[str, int]:
+        """Import directory files (CSV, YAML) as `import_data` does, reading them as they are
+        written (see DirectoryFiles): a province's files are never all in memory."""
+        files = DirectoryFiles(paths)
+        return await self._import(files.entries, files, actor)
+
+    async def _import(self, entries: Callable[[str], Iterable[tuple[Where | None, Entry]]],
+                      files: DirectoryFiles | None, actor: str) -> dict[str, int]:
         now = self._clock.now()
         async with self._db.write() as conn:
-            counts, _ = await self._upsert(conn, data, now)
-            if any(n for c, n in counts.items() if not c.endswith(".unchanged")):
+            write = _Import(conn, self._db, now, files, allow_private_urls=self._allow_private_urls)
+            await write.all(entries)
+            if any(n for c, n in write.counts.items() if not c.endswith(".unchanged")):
                 await audit.append(conn, self._db, now, actor, "directory.import", "directory",
-                                   {c: n for c, n in counts.items() if n})
-        return counts
-
-    async def _upsert(self, conn: AsyncConnection, data: DirectoryData, now: datetime
-                      ) -> tuple[dict[str, int], dict[tuple[str, str], tuple[Entry, Entry]]]:
-        """Write the new and changed entries; the counts, and (old, new) of each updated one."""
-        data = await self._resolve(conn, data)
-        counts = {f"{k}.{o}": 0 for k in KINDS for o in ("inserted", "updated", "unchanged")}
-        updated: dict[tuple[str, str], tuple[Entry, Entry]] = {}
-        for kind in KINDS:
-            entries: Sequence[Entry] = getattr(data, kind)
-            key = KEYS[kind]
-            for start in range(0, len(entries), WRITE_CHUNK):  # keys are unique in `data`: chunks are independent
-                part = entries[start:start + WRITE_CHUNK]
-                existing = await self._fetch(conn, kind, [getattr(e, key) for e in part])
-                rows = []
-                for e in part:
-                    old = existing.get(getattr(e, key))
-                    outcome = "inserted" if old is None else "unchanged" if old == e else "updated"
-                    counts[f"{kind}.{outcome}"] += 1
-                    if outcome != "unchanged":
-                        rows.append(_to_row(e) | {"updated_at": now})
-                    if outcome == "updated":
-                        updated[(kind, getattr(e, key))] = (old, e)
-                if rows:
-                    await conn.execute(upsert(self._db, TABLES[kind], key), rows)
-        return counts, updated
-
-    async def _check_urls(self, data: DirectoryData) -> None:
-        problems: list[Problem] = []
-        for sub in data.subscribers:
-            try:
-                await check_url_async(sub.url, allow_private=self._allow_private_urls)
-            except WarndError as exc:
-                p = exc.problems[0]
-                problems.append(Problem(data.where("subscribers", sub.id, "url"), p.detail_en, p.detail_zh))
-        if problems:
-            raise WarndError("directory.unsafe_url", problems)
-
-    async def _resolve(self, conn: AsyncConnection, data: DirectoryData) -> DirectoryData:
-        codes, person_ids = wanted_references(data)
-        regions: dict[str, str] = {}
-        for chunk in _chunks(codes):
-            t = schema.regions
-            for code, kind in await conn.execute(sa.select(t.c.code, t.c.kind).where(t.c.code.in_(chunk))):
-                regions[code] = kind
-        people: set[str] = set()
-        for chunk in _chunks(person_ids):
-            t = schema.people
-            people |= set((await conn.execute(sa.select(t.c.id).where(t.c.id.in_(chunk)))).scalars())
-        return check_references(data, KnownIds(regions, people))
-
-    async def _fetch(self, conn: AsyncConnection, kind: str, keys: Iterable[str]) -> dict[str, Entry]:
-        table, key = TABLES[kind], KEYS[kind]
-        out: dict[str, Entry] = {}
-        for chunk in _chunks(keys):
-            for row in await conn.execute(sa.select(table).where(table.c[key].in_(chunk))):
-                entry = _from_row(kind, row)
-                out[getattr(entry, key)] = entry
-        return out
+                                   {c: n for c, n in write.counts.items() if n})
+        return write.counts
 
     # ------------------------------------------------------------ generic get / list / put / delete
 
     async def _get(self, kind: str, key: str) -> Entry:
         async with self._db.read() as conn:
-            found = await self._fetch(conn, kind, [key])
+            found = await _fetch(conn, kind, [key])
         if key not in found:
             raise _not_found(kind, key)
         return found[key]
@@ -246,15 +311,16 @@ class DirectoryStore:
         values: phone numbers, secrets) of the fields an update changed."""
         key = getattr(entry, KEYS[kind])  # problems then name bare fields, as parse_entry's do
         data = DirectoryData(**{kind: (entry,)}, sources={(kind, key): Where("", 0)})
-        await self._check_urls(data)
         now = self._clock.now()
         async with self._db.write() as conn:
-            counts, updated = await self._upsert(conn, data, now)
-            outcome = next(o for o in ("inserted", "updated", "unchanged") if counts[f"{kind}.{o}"])
+            write = _Import(conn, self._db, now, None, allow_private_urls=self._allow_private_urls,
+                            keep_updated=True)
+            await write.all(data.pairs)
+            outcome = next(o for o in ("inserted", "updated", "unchanged") if write.counts[f"{kind}.{o}"])
             if outcome != "unchanged":
                 detail: dict[str, Any] = {"kind": kind, "key": key, "outcome": outcome}
-                if (kind, key) in updated:
-                    detail["fields"] = _changed_fields(*updated[(kind, key)])
+                if write.updated and (kind, key) in write.updated:
+                    detail["fields"] = _changed_fields(*write.updated[(kind, key)])
                 await audit.append(conn, self._db, now, actor, "directory.put", f"{kind}:{key}", detail)
         return outcome
 
@@ -425,7 +491,7 @@ class DirectoryStore:
         """The people with these ids, in the order given; unknown ids are left out."""
         ids = list(dict.fromkeys(ids))
         async with self._db.read() as conn:
-            found = await self._fetch(conn, "people", ids)
+            found = await _fetch(conn, "people", ids)
         return [found[i] for i in ids if i in found]  # type: ignore[misc]
 
     async def active_subscribers(self) -> list[Subscriber]:
