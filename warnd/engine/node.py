@@ -32,7 +32,7 @@ from warnd.feeds.poller import FeedPoller
 from warnd.store import audit, settings
 from warnd.store.call_lists import CallListStore
 from warnd.store.confirmations import ConfirmationStore
-from warnd.store.database import Database
+from warnd.store.database import CHECKPOINT_SECONDS, Database
 from warnd.store.deliveries import Claimed, DeliveryStore, Unsettled
 from warnd.store.coverage import CoverageStore
 from warnd.store.escalation import EscalationStore
@@ -62,7 +62,7 @@ class Node:
         self.config = config
         self.clock = clock or SystemClock()
         self.incarnation = f"{config.node_name}/{uuid.uuid4().hex[:12]}"
-        self.db = Database(config.database_url)
+        self.db = Database(config.database_url, background_checkpoints=True)
         self.metrics = Metrics()
         self.secret_key = b""  # loaded at start: configured, or kept in the database
         self.channels = channels if channels is not None else build_channels(config, callback_url=self.callback_url)
@@ -119,6 +119,7 @@ class Node:
                              (self.refresh_metrics, 5.0),
                              (self.reconcile, sweeps.reconcile_seconds), (self.remind_approvals, 30.0),
                              (self.users.purge_sessions, 3600.0), (self.retry_catch_up, sweeps.recover_seconds),
+                             *(((self.db.checkpoint, CHECKPOINT_SECONDS),) if self.db.is_sqlite else ()),
                              *(((self.watch_speakers, sweeps.speaker_seconds),) if self.devices else ())):
             self.sweeps.every(seconds, job)
         if self.notices.channels:

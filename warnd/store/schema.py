@@ -202,7 +202,8 @@ warnings = Table(
 deliveries = Table(
     "deliveries", metadata,
     Column("id", ID, primary_key=True, autoincrement=True),
-    Column("warning_id", BigInteger, ForeignKey("warnings.id"), nullable=False, index=True),
+    # no index of its own: ix_deliveries_grid begins with it
+    Column("warning_id", BigInteger, ForeignKey("warnings.id"), nullable=False),
     Column("channel", String(32), nullable=False),
     Column("recipient_kind", String(16), nullable=False),  # person / subscriber / speaker / household
     Column("recipient_id", String(64), nullable=False),
@@ -229,8 +230,9 @@ deliveries = Table(
     Column("sent_at", TS),
     Column("done_at", TS),
     Column("version", Integer, nullable=False, default=1),
+    # also the recover sweep's (state = 'sending' and a lease run out or a dead claimer: an OR
+    # that no index on the lease could serve)
     Index("ix_deliveries_due", "state", "channel", "priority", "next_attempt_at"),
-    Index("ix_deliveries_claim", "state", "lease_until"),
     # a confirmation cancels the queued sends to its grid
     Index("ix_deliveries_grid", "warning_id", "grid", "state"),
 )
@@ -251,7 +253,7 @@ attempts = Table(
 confirmations = Table(
     "confirmations", metadata,
     Column("id", ID, primary_key=True, autoincrement=True),
-    Column("warning_id", BigInteger, ForeignKey("warnings.id"), nullable=False, index=True),
+    Column("warning_id", BigInteger, ForeignKey("warnings.id"), nullable=False),  # ix_confirmations_grid's first
     Column("grid", String(32), nullable=False),
     Column("person_id", String(64)),
     Column("backup_id", String(64)),
