@@ -100,8 +100,9 @@ def plan(inp: PlanInput, config: Config) -> Plan:
 def _route(inp: PlanInput, config: Config) -> tuple[list[PlannedDelivery], list[str]]:
     out: list[PlannedDelivery] = []
     notes: list[str] = []
-    leaves: set[str] | None = None  # the same for every rule: made once (a province has 100,000 grids)
-    areas: set[str] | None = None
+    # the leaf regions and every area with its ancestors: the same for every rule, made once
+    # (a province has 100,000 grids)
+    reach: tuple[set[str], set[str]] | None = None
     recipients: dict[str, Recipient] = {}  # a person's, the same on every channel: made once
     for rule in config.routing:
         if not rule.matches(inp.level, inp.alert.status):
@@ -120,8 +121,9 @@ def _route(inp: PlanInput, config: Config) -> tuple[list[PlannedDelivery], list[
             elif audience is Audience.GROUP:
                 out += _groups(inp, channel, rule.roles or ["grid_responsible"])
             else:
-                if leaves is None or areas is None:
-                    leaves, areas = set(_leaf_regions(inp.regions)), with_ancestors(inp.regions)
+                if reach is None:
+                    reach = set(_leaf_regions(inp.regions)), with_ancestors(inp.regions)
+                leaves, areas = reach
                 out += [PlannedDelivery(channel, _recipient_of(recipients, p), p.region if p.region in leaves else None)
                         for p in _people_with_roles(inp, rule.roles, areas) if p.phone]
     return out, notes
