@@ -184,6 +184,11 @@ class _Import:
         self._later: list[tuple[Where | None, Person]] = []  # backups not found yet
 
     async def all(self, entries: Callable[[str], Iterable[tuple[Where | None, Entry]]]) -> None:
+        if not self._db.is_sqlite:
+            # Every question here is by key. PostgreSQL plans them from statistics that
+            # cannot know what this transaction wrote, takes the tables for empty and scans
+            # them whole for each part: a province's import never finished (> 20 min).
+            await self._conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
         await self._regions(entries("regions"))
         for kind in KINDS[1:]:
             for part in batches(entries(kind), WRITE_CHUNK):
