@@ -513,15 +513,6 @@ def csv_kind(path: Path) -> str | None:
     return next((k for k in KINDS if stem.startswith(k)), None)
 
 
-_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
-
-
-def _lines(text: str) -> Iterable[str]:
-    """The lines of `text` with their endings, one at a time, split where io.StringIO(text,
-    newline="") splits them; without its copy of the whole file (4 bytes a character)."""
-    return (m.group() for m in _LINE.finditer(text))
-
-
 def _csv_file(path: Path, kind: str, problems: list[Problem]) -> Iterable[Row]:
     """The rows of one CSV file, read from disk as they are asked for (not the whole file at once)."""
     try:

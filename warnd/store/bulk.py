@@ -35,9 +35,9 @@ async def insert_rows(conn: AsyncConnection, table: sa.Table, shared: dict[str, 
     type (times, JSON, booleans): for a warning to 20,000 subscribers that was 0.4 s of
     the intake, spent converting the same few times over and over. Here the shared
     values are converted once, a row's own values only where their type needs it, and
-    the driver is handed tuples: the row's own values, then the shared ones (a
-    province's 870,000 plan rows: building a dict of every column a row was 1.5 s).
-    Every row must have the same keys.
+    the driver is handed tuples: the row's own values, then the shared ones (not a dict
+    of every column per row: 5-8 % faster on 200,000 deliveries; SQLite's own work is
+    most of an insert). Every row must have the same keys.
     """
     if not rows:
         return
